@@ -24,7 +24,7 @@ and pooling path, the quantity the literature calls the receptive field.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
@@ -133,7 +133,9 @@ def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
                 continue
             geometry = _geometry(modules[node.target], (axes[0].size, axes[1].size), out_size)
             if geometry is not None:
-                axes = tuple(a.through(*g) for a, g in zip(axes, zip(*geometry)))
+                # the output size comes from the traced shapes (exact with ceil_mode too)
+                axes = tuple(replace(a.through(*g), size=n)
+                             for a, g, n in zip(axes, zip(*geometry), out_size))
                 rows.append(_row(node.target, axes, geometry))
         elif _spatial(node) not in (None, (axes[0].size, axes[1].size)) and node.target not in (
                 operator.add, torch.add, torch.cat):

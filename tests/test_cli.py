@@ -1,0 +1,26 @@
+"""The command line, end to end on a tiny image folder."""
+
+import pytest
+
+from normlab.cli import main
+
+
+def test_rf_and_summary(capsys):
+    main(["rf", "--norm", "batch"])
+    out = capsys.readouterr().out
+    assert "receptive_field" in out and "output" in out
+    main(["summary", "--norm", "group"])
+    out = capsys.readouterr().out
+    assert "GroupNorm" in out and "Residual" in out and "Total params: 48,554" in out
+
+
+def test_train_prints_epochs_and_final_accuracy(image_folder, capsys):
+    main(["train", "--norm", "layer", "--epochs", "2", "--batch-size", "16",
+          "--data", str(image_folder)])
+    out = capsys.readouterr().out
+    assert "test_accuracy" in out and "final: train accuracy" in out
+
+
+def test_bad_norm_is_a_clear_error(image_folder):
+    with pytest.raises(ValueError, match="Valid values are batch, layer, group"):
+        main(["train", "--norm", "weight", "--data", str(image_folder)])

@@ -1,0 +1,93 @@
+"""Loading (image folder, canonical archive), errors, statistics and augmentation."""
+
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from normlab import augment, channel_stats, load_cifar10, load_data, load_image_folder
+from normlab.data import normalize
+
+from conftest import CLASSES, synthetic_images
+
+
+def test_image_folder_loads_uint8_tensors_and_caches(image_folder, tmp_path):
+    data = load_image_folder(image_folder)
+    assert data.train_images.shape == (80, 3, 32, 32) and data.train_images.dtype == torch.uint8
+    assert data.test_images.shape == (30, 3, 32, 32)
+    assert data.classes == CLASSES
+    images, labels = synthetic_images(80, 0)
+    # the folders are read class by class: compare as sets of (label, image)
+    order = torch.argsort(labels, stable=True)
+    torch.testing.assert_close(data.train_labels, labels[order])
+    torch.testing.assert_close(data.train_images, images[order])
+    assert list((tmp_path / "cache").glob("imagefolder-*.pt"))
+    again = load_data(image_folder)
+    assert again.identity == data.identity
+    torch.testing.assert_close(again.test_images, data.test_images)
+
+
+def test_identity_changes_with_the_files(image_folder):
+    before = load_image_folder(image_folder).identity
+    next((image_folder / "test" / "cat").iterdir()).unlink()
+    assert load_image_folder(image_folder).identity != before
+
+
+def test_canonical_archive_through_torchvision(canonical_cifar, monkeypatch):
+    monkeypatch.setenv("NORMLAB_DATA", str(canonical_cifar))
+    data = load_data()
+    assert data.train_images.shape == (50, 3, 32, 32) and data.test_images.shape == (10, 3, 32, 32)
+    assert data.classes == CLASSES and data.identity == "cifar10-canonical"
+    images, labels = synthetic_images(10, seed=9)
+    torch.testing.assert_close(data.test_images, images)
+    torch.testing.assert_close(data.test_labels, labels)
+
+
+def test_corrupt_canonical_archive_is_rejected(canonical_cifar):
+    batch = canonical_cifar / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(batch.read_bytes()[:-10])
+    with pytest.raises(FileNotFoundError, match="set NORMLAB_DATA"):
+        load_cifar10(canonical_cifar)
+
+
+def test_missing_data_says_what_to_set(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"No CIFAR-10 found under .*set NORMLAB_DATA.*download"):
+        load_data(tmp_path / "nowhere")
+
+
+def test_corrupt_image_is_named(image_folder):
+    bad = image_folder / "train" / "dog" / "0005.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"Cannot decode image .*0005.png"):
+        load_image_folder(image_folder)
+
+
+def test_channel_stats():
+    images, _ = synthetic_images(20)
+    mean, std = channel_stats(images)
+    x = images.double() / 255
+    torch.testing.assert_close(mean, x.mean(dim=(0, 2, 3)).float())
+    torch.testing.assert_close(std, x.std(dim=(0, 2, 3)).float())
+    normalized = normalize(images, mean, std)
+    torch.testing.assert_close(normalized.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
+
+
+def test_augment_is_a_padded_crop_and_flip_of_each_image():
+    images, _ = synthetic_images(64)
+    out = augment(images, padding=4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = TF.pad(images, [4])
+    flips = 0
+    for image, padded_image, result in zip(images, padded, out):
+        candidates = {(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (0, 1)
+                      if torch.equal(result, (lambda c: TF.horizontal_flip(c) if flip else c)(
+                          TF.crop(padded_image, dy, dx, 32, 32)))}
+        assert candidates, "an output is not a crop (and flip) of its padded input"
+        flips += all(flip for _, _, flip in candidates)
+    assert 16 < flips < 48  # about half are flipped
+
+
+def test_augment_is_repeatable_with_a_seed():
+    images, _ = synthetic_images(8)
+    a = augment(images, generator=torch.Generator().manual_seed(3))
+    b = augment(images, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)

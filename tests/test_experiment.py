@@ -1,0 +1,76 @@
+"""Training runs, caching (keys, atomic writes), errors and the mistakes rule."""
+
+import json
+
+import pytest
+import torch
+
+import normlab
+from normlab import Config, misclassified, run
+from normlab.experiment import cache_key, result_paths
+
+
+def tiny_config(**overrides):
+    return Config(**{"epochs": 3, "batch_size": 32, "lr": 0.05, "widths": (8, 8, 8, 8, 8, 8),
+                     **overrides})
+
+
+def test_run_learns_and_caches(tiny_data, monkeypatch):
+    result = run(tiny_config(), tiny_data, progress=False)
+    h = result.history
+    assert len(h.test_accuracy) == 3 and h.train_loss[-1] < h.train_loss[0]
+    assert result.test_accuracy > 0.3  # chance is 0.1
+    record_path, tensor_path = result_paths(result.config, cache_key(result.config, tiny_data))
+    record = json.loads(record_path.read_text())
+    for field in ("norm", "seed", "epochs", "train_accuracy", "test_accuracy", "seconds", "history"):
+        assert field in record
+    assert torch.load(tensor_path, weights_only=True)["test_probs"].shape == (50, 10)
+
+    monkeypatch.setattr(normlab.experiment, "fit", lambda *a, **k: pytest.fail("retrained"))
+    cached = run(tiny_config(), tiny_data, progress=False)
+    assert cached.test_accuracy == result.test_accuracy
+    torch.testing.assert_close(cached.model()(torch.zeros(1, 3, 32, 32)),
+                               result.model()(torch.zeros(1, 3, 32, 32)))
+
+
+def test_same_seed_same_result_changed_config_new_key(tiny_data):
+    a = run(tiny_config(epochs=1), tiny_data, progress=False, retrain=True)
+    b = run(tiny_config(epochs=1), tiny_data, progress=False, retrain=True)
+    assert a.history.train_loss == b.history.train_loss
+    keys = {cache_key(tiny_config(epochs=1, **change), tiny_data)
+            for change in ({}, {"seed": 1}, {"lr": 0.1}, {"norm": "group"})}
+    assert len(keys) == 4
+    assert cache_key(tiny_config(data="/elsewhere"), tiny_data) == cache_key(tiny_config(), tiny_data)
+
+
+def test_interrupted_run_leaves_no_result(tiny_data, monkeypatch, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(normlab.experiment, "predict", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_config(epochs=1), tiny_data, progress=False)
+    assert not [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
+
+
+def test_non_finite_loss_names_epoch_and_step(tiny_data):
+    with pytest.raises(FloatingPointError, match=r"at epoch 1, step \d+"):
+        run(tiny_config(lr=1e6, norm="none", label_smoothing=0.0), tiny_data, progress=False)
+
+
+def test_misclassified_are_the_most_confident_mistakes(tiny_data):
+    result = run(tiny_config(epochs=1), tiny_data, progress=False)
+    mistakes = misclassified(result, k=5, data=tiny_data)
+    confidence, predicted = result.test_probs.max(dim=1)
+    wrong = (predicted != result.test_labels).nonzero().flatten()
+    assert len(mistakes) == min(5, len(wrong))
+    assert all(m.true != m.predicted for m in mistakes)
+    assert [m.confidence for m in mistakes] == sorted([m.confidence for m in mistakes], reverse=True)
+    assert mistakes[0].confidence == pytest.approx(confidence[wrong].max().item())
+    assert torch.equal(mistakes[0].image, tiny_data.test_images[mistakes[0].index])
+
+
+def test_unknown_profile_and_precision():
+    with pytest.raises(ValueError, match="Valid values are full, smoke"):
+        Config(profile="huge")
+    with pytest.raises(ValueError, match="Valid values are auto, fp32, bf16"):
+        normlab.choose_precision("fp8", torch.device("cpu"))

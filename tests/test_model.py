@@ -1,0 +1,56 @@
+"""The network: layout, residual additions, parameter budget, errors."""
+
+import pytest
+import torch
+from torch import nn
+
+from normlab import MAX_PARAMS, NORM_NAMES, Net, Residual, count_parameters
+
+
+@pytest.mark.parametrize("norm", NORM_NAMES)
+def test_every_norm_is_under_the_parameter_budget(norm):
+    model = Net(norm)
+    assert count_parameters(model) < MAX_PARAMS
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_layout_and_residual_additions():
+    model = Net("batch")
+    names = [name for name, _ in model.named_children()]
+    assert names == ["C1", "C2", "c3", "P1", "C4", "C5_C6", "c7", "P2", "C8", "C9_C10",
+                     "GAP", "c11", "flatten"]
+    assert isinstance(model.C5_C6, Residual) and isinstance(model.C9_C10, Residual)
+    assert [n for n, _ in model.C5_C6.body.named_children()] == ["C5", "C6"]
+    assert model.c3.kernel_size == (1, 1) and model.c7.kernel_size == (1, 1)
+    assert isinstance(model.P1, nn.MaxPool2d) and isinstance(model.GAP, nn.AdaptiveAvgPool2d)
+
+
+def test_residual_adds_its_input():
+    body = nn.Conv2d(4, 4, 3, padding=1)
+    x = torch.randn(1, 4, 6, 6)
+    torch.testing.assert_close(Residual(body)(x), x + body(x))
+
+
+def test_without_residual_the_blocks_are_plain():
+    model = Net("batch", residual=False)
+    assert not any(isinstance(m, Residual) for m in model.modules())
+
+
+@pytest.mark.parametrize("order,first", [("conv-relu-norm", nn.ReLU), ("conv-norm-relu", nn.BatchNorm2d)])
+def test_block_order(order, first):
+    block = Net("batch", order=order).C1
+    assert isinstance(block[1], first)
+
+
+def test_budget_is_enforced_unless_lifted():
+    wide = (32, 64, 32, 64, 64, 64)
+    with pytest.raises(ValueError, match=r"over the budget of fewer than 50,000.*max_params=None"):
+        Net("batch", widths=wide)
+    assert count_parameters(Net("batch", widths=wide, max_params=None)) > MAX_PARAMS
+
+
+def test_bad_groups_and_order_raise():
+    with pytest.raises(ValueError, match="does not divide"):
+        Net("group", groups=5)
+    with pytest.raises(ValueError, match="Valid values are conv-relu-norm, conv-norm-relu"):
+        Net("batch", order="norm-first")
