@@ -21,3 +21,5 @@ from .model import MAX_PARAMS, WIDTHS, ConvBlock, Net, Residual, count_parameter
 from .norms import (DEFAULT_GROUPS, NORM_NAMES, batch_norm, canonical_norm, group_norm,
                     instance_norm, layer_norm, make_norm)
 from .train import History, choose_device, choose_precision, evaluate, fit, predict
+from . import plots, report
+from .receptive_field import receptive_field

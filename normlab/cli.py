@@ -18,10 +18,11 @@ from dataclasses import fields
 
 import pandas as pd
 
-from .experiment import PROFILES, Config, Result, book_config, run
+from .experiment import PROFILES, Config, book_config, run
 from .model import Net
 from .norms import DEFAULT_GROUPS, NORM_NAMES
 from .receptive_field import receptive_field
+from .report import accuracy_table
 
 BOOK_NORMS = ("batch", "layer", "group")
 
@@ -71,14 +72,6 @@ def config_from_args(args: argparse.Namespace, norm: str) -> Config:
     return book_config(norm, profile=args.profile, **overrides)
 
 
-def summary_table(results: list[Result]) -> pd.DataFrame:
-    """One row per result: norm, seed, parameters, train/test accuracy (%), seconds."""
-    return pd.DataFrame([{"norm": r.config.norm, "seed": r.config.seed, "parameters": r.parameters,
-                          "train accuracy (%)": round(100 * r.train_accuracy, 2),
-                          "test accuracy (%)": round(100 * r.test_accuracy, 2),
-                          "seconds": round(r.seconds, 1)} for r in results])
-
-
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     if args.command == "rf":
@@ -96,4 +89,4 @@ def main(argv: list[str] | None = None) -> None:
               f"test accuracy {result.test_accuracy:.2%}, {result.seconds:.0f} s")
     else:  # compare, reproduce
         results = [run(config_from_args(args, norm), retrain=args.retrain) for norm in BOOK_NORMS]
-        print(summary_table(results).to_string(index=False))
+        print(accuracy_table(results).to_string(index=False))

@@ -90,9 +90,11 @@ def current_profile() -> str:
 
 def book_config(norm: str = "batch", profile: str | None = None, **overrides) -> Config:
     """The config the book uses for ``norm``, sized by ``profile`` (default: the current
-    profile); ``overrides`` change any other field."""
+    profile); the canonical archive is downloaded when no data is found (as in Colab);
+    ``overrides`` change any other field."""
     profile = profile or current_profile()
-    return Config(norm=norm, profile=profile, **{**PROFILES[profile], **overrides})
+    return Config(norm=norm, profile=profile,
+                  **{"download": True, **PROFILES[profile], **overrides})
 
 
 @dataclass

@@ -1,0 +1,55 @@
+"""Tables for the book and the command line, and ``glue`` for numbers in the prose.
+
+Every number the book prints in its text is glued from these functions (myst-nb's
+``glue``), never typed by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from .experiment import Result
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """Store ``value`` under ``name`` for the book's ``{glue}`` roles (myst-nb). Where
+    myst-nb is not installed (Colab), shows the value when ``display`` is true."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as show
+            show(value)
+        return
+    myst_glue(name, value, display=display)
+
+
+def accuracy_table(results: Sequence[Result]) -> pd.DataFrame:
+    """One row per result: norm, seed, trainable parameters, final train and test
+    accuracy (percent), mean seconds per epoch and total seconds."""
+    return pd.DataFrame([{
+        "norm": r.config.norm, "seed": r.config.seed, "parameters": r.parameters,
+        "train accuracy (%)": round(100 * r.train_accuracy, 2),
+        "test accuracy (%)": round(100 * r.test_accuracy, 2),
+        "seconds per epoch": round(r.seconds / len(r.history.seconds), 1),
+        "seconds": round(r.seconds, 1)} for r in results])
+
+
+def per_class_accuracy(results: Sequence[Result], classes: Sequence[str]) -> pd.DataFrame:
+    """Test accuracy (percent) per true class (rows) for each result (columns)."""
+    columns = {}
+    for r in results:
+        correct = (r.test_probs.argmax(dim=1) == r.test_labels).float()
+        counts = torch.bincount(r.test_labels, minlength=len(classes)).clamp_min(1)
+        columns[r.config.norm] = (100 * torch.bincount(r.test_labels, weights=correct,
+                                                        minlength=len(classes)) / counts).round(decimals=1).tolist()
+    return pd.DataFrame(columns, index=list(classes))
+
+
+def wrong_sets(results: Sequence[Result]) -> dict[str, set[int]]:
+    """Indices of the test images each result gets wrong, by norm."""
+    return {r.config.norm: set(torch.nonzero(r.test_probs.argmax(dim=1) != r.test_labels)
+                               .flatten().tolist()) for r in results}
