@@ -43,9 +43,9 @@ def plot_curves(results: Result | Sequence[Result], labels: Sequence[str] | None
         color = NORM_COLORS[result.config.norm]
         for split, style in (("train", "--"), ("test", "-")):
             ax_loss.plot(epochs, getattr(h, f"{split}_loss"), style, color=color,
-                         label=f"{label}, {split}")
+                         marker=".", label=f"{label}, {split}")
             ax_acc.plot(epochs, 100 * np.asarray(getattr(h, f"{split}_accuracy")), style,
-                        color=color, label=f"{label}, {split}")
+                        color=color, marker=".", label=f"{label}, {split}")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats per image)", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
@@ -111,7 +111,7 @@ def plot_norm_axes(n: int = 4, c: int = 8, hw: int = 5, groups: int = 2):
         "instance": (slice(0, 1), slice(0, 1), slice(None)),
         "group": (slice(0, 1), slice(0, c // groups), slice(None)),
     }
-    fig = plt.figure(figsize=(12, 3.4), layout="constrained")
+    fig = plt.figure(figsize=(13, 4.2), layout="constrained")
     for k, (norm, selection) in enumerate(selections.items()):
         ax = fig.add_subplot(1, 4, k + 1, projection="3d")
         filled = np.ones((n, c, hw), dtype=bool)
@@ -119,16 +119,16 @@ def plot_norm_axes(n: int = 4, c: int = 8, hw: int = 5, groups: int = 2):
         colors[selection] = NORM_COLORS[norm]
         # axes: x = N (batch), y = C (channels), z = H, W (flattened spatial)
         ax.voxels(filled, facecolors=colors, edgecolor="#666666", linewidth=0.3)
-        ax.set_xlabel("N")
-        ax.set_ylabel("C")
-        ax.set_zlabel("H, W")
+        ax.set_xlabel("N (batch)", fontsize=11, labelpad=-8)
+        ax.set_ylabel("C (channels)", fontsize=11, labelpad=-8)
+        ax.set_zlabel("H, W", fontsize=11, labelpad=-8)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_zticks([])
         ax.set_box_aspect((n, c, hw))
         ax.view_init(elev=22, azim=-58)
         name = NORM_LABELS[norm] + (f" ({groups} groups)" if norm == "group" else "")
-        ax.set_title(name)
+        ax.set_title(name, fontsize=13)
     return fig
 
 

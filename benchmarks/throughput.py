@@ -1,0 +1,144 @@
+"""Training throughput: the usual notebook pipeline against normlab's, same network and steps.
+
+Both train the book's network (batch norm) with the same batch size, optimizer and number
+of steps, on the same CIFAR-10 images ($NORMLAB_DATA):
+
+- ``baseline``: what such notebooks do. A Dataset that returns one PIL image at a time
+  (exactly as ``torchvision.datasets.CIFAR10.__getitem__`` does, over the same in-memory
+  arrays), torchvision transforms (RandomCrop(32, padding=4), RandomHorizontalFlip,
+  ToTensor, Normalize), a DataLoader with 2 workers, fp32, NCHW.
+- ``normlab``: uint8 data in memory, per-image crop and flip on the whole batch on the
+  compute device, channels_last, bf16 autocast where supported (``normlab.train``).
+
+Prints one JSON line: images/second of each, ``speedup`` (their ratio), the model's
+training FLOPs per image (``torch.utils.flop_counter``), achieved FLOP/s and the peak
+resident memory of the process (MiB). ``--quick`` runs few steps (under a minute).
+
+    python benchmarks/throughput.py [--quick] [--steps N] [--batch-size B]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import transforms
+
+import normlab as nl
+from normlab.train import Pipeline
+
+
+class PILCIFAR(Dataset):
+    """One (PIL image -> transform, label) per index, as torchvision's CIFAR10 serves it."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+        self.images = images.permute(0, 2, 3, 1).numpy()   # (N, 32, 32, 3) like CIFAR10.data
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.transform(Image.fromarray(self.images[index])), self.labels[index]
+
+
+def _steps(model, optimizer, batches, steps, autocast):
+    """Run ``steps`` training steps over the (x, y) iterator; return images per second
+    (the first 3 steps, warm-up, are not timed)."""
+    model.train()
+    seen, start = 0, None
+    for step, (x, y) in enumerate(batches):
+        if step == 3:
+            start, seen = time.perf_counter(), 0
+        with autocast():
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+        if step + 1 == steps + 3:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def baseline(data, batch_size, steps):
+    mean, std = nl.channel_stats(data.train_images)
+    transform = transforms.Compose([
+        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize(mean.tolist(), std.tolist())])
+    loader = DataLoader(PILCIFAR(data.train_images, data.train_labels, transform),
+                        batch_size=batch_size, shuffle=True, num_workers=2,
+                        persistent_workers=True)
+    torch.manual_seed(0)
+    model = nl.Net("batch")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+
+    def forever():
+        while True:
+            yield from loader
+
+    return _steps(model, optimizer, forever(), steps, torch.autocast("cpu", enabled=False))
+
+
+def normlab_pipeline(data, batch_size, steps, precision="auto"):
+    device = nl.choose_device()
+    pipeline = Pipeline(*nl.channel_stats(data.train_images), device,
+                        nl.choose_precision(precision, device))
+    torch.manual_seed(0)
+    model = nl.Net("batch").to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    images, labels = data.train_images.to(device), data.train_labels.to(device)
+    generator = torch.Generator().manual_seed(0)
+
+    def forever():
+        while True:
+            for x, y in nl.data.batches(images, labels, batch_size, shuffle=True,
+                                        generator=generator):
+                yield pipeline.inputs(x, augment_with=generator), y
+
+    return _steps(model, optimizer, forever(), steps, pipeline.autocast), pipeline.dtype
+
+
+def training_flops_per_image(batch_size: int = 8) -> float:
+    """FLOPs of one forward and backward pass, per image."""
+    model = nl.Net("batch")
+    x = torch.randn(batch_size, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), torch.zeros(batch_size, dtype=torch.long)).backward()
+    return counter.get_total_flops() / batch_size
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="few steps, under a minute")
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per pipeline")
+    parser.add_argument("--batch-size", type=int, default=nl.Config().batch_size)
+    parser.add_argument("--data", help="CIFAR-10 folder (default $NORMLAB_DATA)")
+    args = parser.parse_args(argv)
+    steps = 12 if args.quick else args.steps
+    data = nl.load_data(args.data)
+    base = baseline(data, args.batch_size, steps)
+    ours, dtype = normlab_pipeline(data, args.batch_size, steps)
+    flops = training_flops_per_image()
+    print(json.dumps({
+        "device": nl.choose_device().type, "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size, "steps": steps,
+        "baseline_images_per_s": round(base, 1), "normlab_images_per_s": round(ours, 1),
+        "speedup": round(ours / base, 2), "normlab_precision": str(dtype).removeprefix("torch."),
+        "training_gflop_per_image": round(flops / 1e9, 4),
+        "normlab_gflop_per_s": round(ours * flops / 1e9, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
