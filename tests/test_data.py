@@ -77,7 +77,7 @@ def test_augment_is_a_padded_crop_and_flip_of_each_image():
     assert out.shape == images.shape and out.dtype == torch.uint8
     padded = TF.pad(images, [4])
     flips = 0
-    for image, padded_image, result in zip(images, padded, out):
+    for padded_image, result in zip(padded, out):
         candidates = {(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (0, 1)
                       if torch.equal(result, (lambda c: TF.horizontal_flip(c) if flip else c)(
                           TF.crop(padded_image, dy, dx, 32, 32)))}

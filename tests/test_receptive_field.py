@@ -18,7 +18,7 @@ def measured_extent(model: nn.Module, input_size, axis: int = 2) -> int:
     back-propagating from it. Max-pools become average pools of the same geometry (a max
     passes the gradient to one pixel only), weights are made positive and the model put
     in evaluation mode, so that every pixel in the field gets a non-zero gradient."""
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.MaxPool2d):
                 setattr(module, child_name, nn.AvgPool2d(child.kernel_size, child.stride,
