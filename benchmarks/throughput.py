@@ -85,7 +85,7 @@ def baseline(data, batch_size, steps):
         while True:
             yield from loader
 
-    return _steps(model, optimizer, forever(), steps, torch.autocast("cpu", enabled=False))
+    return _steps(model, optimizer, forever(), steps, lambda: torch.autocast("cpu", enabled=False))
 
 
 def normlab_pipeline(data, batch_size, steps, precision="auto"):
