@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from .data import CIFAR10, augment
 from .experiment import Mistake, Result
@@ -50,6 +51,7 @@ def plot_curves(results: Result | Sequence[Result], labels: Sequence[str] | None
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.legend(fontsize="small", loc="lower right")
     return fig
 

@@ -44,9 +44,9 @@ def per_class_accuracy(results: Sequence[Result], classes: Sequence[str]) -> pd.
     for r in results:
         correct = (r.test_probs.argmax(dim=1) == r.test_labels).float()
         counts = torch.bincount(r.test_labels, minlength=len(classes)).clamp_min(1)
-        columns[r.config.norm] = (100 * torch.bincount(r.test_labels, weights=correct,
-                                                        minlength=len(classes)) / counts).round(decimals=1).tolist()
-    return pd.DataFrame(columns, index=list(classes))
+        hits = torch.bincount(r.test_labels, weights=correct, minlength=len(classes))
+        columns[r.config.norm] = (100 * hits.double() / counts).tolist()
+    return pd.DataFrame(columns, index=list(classes)).round(1)
 
 
 def wrong_sets(results: Sequence[Result]) -> dict[str, set[int]]:
