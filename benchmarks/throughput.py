@@ -8,11 +8,13 @@ of steps, on the same CIFAR-10 images ($NORMLAB_DATA):
   arrays), torchvision transforms (RandomCrop(32, padding=4), RandomHorizontalFlip,
   ToTensor, Normalize), a DataLoader with 2 workers, fp32, NCHW.
 - ``normlab``: uint8 data in memory, per-image crop and flip on the whole batch on the
-  compute device, channels_last, bf16 autocast where supported (``normlab.train``).
+  compute device, channels_last, bf16 autocast where supported (``normlab.train``), and
+  each choice measured on top of the previous one (``ablation``), then torch.compile,
+  which ``fit`` does not use yet. ``speedup`` is for what ``fit`` does.
 
 Prints one JSON line: images/second of each, ``speedup`` (their ratio), the model's
 training FLOPs per image (``torch.utils.flop_counter``), achieved FLOP/s and the peak
-resident memory of the process (MiB). ``--quick`` runs few steps (under a minute).
+resident memory of the process (MiB). ``--quick`` runs few steps and skips torch.compile (under a minute).
 
     python benchmarks/throughput.py [--quick] [--steps N] [--batch-size B]
 """
@@ -88,12 +90,15 @@ def baseline(data, batch_size, steps):
     return _steps(model, optimizer, forever(), steps, lambda: torch.autocast("cpu", enabled=False))
 
 
-def normlab_pipeline(data, batch_size, steps, precision="auto"):
+def normlab_pipeline(data, batch_size, steps, precision="auto", channels_last=True,
+                     compile=False):
+    """normlab's training step with the given choices; returns images per second."""
     device = nl.choose_device()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     pipeline = Pipeline(*nl.channel_stats(data.train_images), device,
-                        nl.choose_precision(precision, device))
+                        nl.choose_precision(precision, device), memory_format)
     torch.manual_seed(0)
-    model = nl.Net("batch").to(device, memory_format=torch.channels_last)
+    model = nl.Net("batch").to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     images, labels = data.train_images.to(device), data.train_labels.to(device)
     generator = torch.Generator().manual_seed(0)
@@ -104,7 +109,17 @@ def normlab_pipeline(data, batch_size, steps, precision="auto"):
                                         generator=generator):
                 yield pipeline.inputs(x, augment_with=generator), y
 
-    return _steps(model, optimizer, forever(), steps, pipeline.autocast), pipeline.dtype
+    step_model = torch.compile(model) if compile else model
+    return _steps(step_model, optimizer, forever(), steps, pipeline.autocast)
+
+
+#: Each choice added on top of the previous one: (name, keyword arguments).
+CHOICES = [
+    ("in_memory_fp32_nchw", {"precision": "fp32", "channels_last": False}),
+    ("+channels_last", {"precision": "fp32"}),
+    ("+auto_precision", {"precision": "auto"}),   # what normlab.train.fit does
+    ("+compile", {"precision": "auto", "compile": True}),   # not (yet) used by fit
+]
 
 
 def training_flops_per_image(batch_size: int = 8) -> float:
@@ -127,18 +142,22 @@ def main(argv=None):
     steps = 12 if args.quick else args.steps
     data = nl.load_data(args.data)
     base = baseline(data, args.batch_size, steps)
-    ours, dtype = normlab_pipeline(data, args.batch_size, steps)
+    choices = [c for c in CHOICES if not (args.quick and c[1].get("compile"))]
+    ablation = {name: round(normlab_pipeline(data, args.batch_size, steps, **kw), 1)
+                for name, kw in choices}
+    ours = ablation["+auto_precision"]
     flops = training_flops_per_image()
     print(json.dumps({
         "device": nl.choose_device().type, "threads": torch.get_num_threads(),
         "batch_size": args.batch_size, "steps": steps,
-        "baseline_images_per_s": round(base, 1), "normlab_images_per_s": round(ours, 1),
-        "speedup": round(ours / base, 2), "normlab_precision": str(dtype).removeprefix("torch."),
+        "baseline_images_per_s": round(base, 1), "normlab_images_per_s": ours,
+        "speedup": round(ours / base, 2),
+        "normlab_precision": str(nl.choose_precision("auto", nl.choose_device())),
+        "ablation_images_per_s": ablation,
         "training_gflop_per_image": round(flops / 1e9, 4),
         "normlab_gflop_per_s": round(ours * flops / 1e9, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }))
-
 
 if __name__ == "__main__":
     main()

@@ -56,7 +56,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     _add_run_arguments(train)
     for name, text in (("compare", "train batch, layer and group norm models, compare them"),
                        ("reproduce", "train every model the book shows (into results/)")):
-        _add_run_arguments(commands.add_parser(name, help=text))
+        sub = commands.add_parser(name, help=text)
+        _add_run_arguments(sub)
+        sub.add_argument("--seeds", type=int, nargs="+", default=[0],
+                         help="train each model once per seed")
     for name, text in (("rf", "print the receptive-field table"),
                        ("summary", "print the torchinfo summary")):
         sub = commands.add_parser(name, help=text)
@@ -65,11 +68,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace, norm: str) -> Config:
-    """The book's config for ``norm`` with the fields given on the command line."""
+def config_from_args(args: argparse.Namespace, norm: str, **fixed) -> Config:
+    """The book's config for ``norm`` with the fields given on the command line (and
+    ``fixed``, which take precedence)."""
     names = {f.name for f in fields(Config)} - {"norm", "profile"}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return book_config(norm, profile=args.profile, **overrides)
+    return book_config(norm, profile=args.profile, **{**overrides, **fixed})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,5 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nfinal: train accuracy {result.train_accuracy:.2%}, "
               f"test accuracy {result.test_accuracy:.2%}, {result.seconds:.0f} s")
     else:  # compare, reproduce
-        results = [run(config_from_args(args, norm), retrain=args.retrain) for norm in BOOK_NORMS]
+        seeds = args.seeds if args.seed is None else [args.seed]
+        results = [run(config_from_args(args, norm, seed=seed), retrain=args.retrain)
+                   for seed in seeds for norm in BOOK_NORMS]
         print(accuracy_table(results).to_string(index=False))

@@ -94,21 +94,23 @@ class History:
 class Pipeline:
     """The per-batch path from uint8 images to model inputs, on one device and dtype.
 
-    Holds the training split's channel ``mean`` and ``std`` (3,), fractions of 255.
+    Holds the training split's channel ``mean`` and ``std`` (3,), fractions of 255, and
+    the memory format of the inputs (channels_last unless told otherwise).
     """
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, memory_format: torch.memory_format = torch.channels_last):
         self.mean, self.std, self.device, self.dtype = mean, std, device, dtype
+        self.memory_format = memory_format
 
     def inputs(self, images: torch.Tensor, augment_with: torch.Generator | None = None):
-        """uint8 (N, 3, H, W) -> normalized ``dtype`` (N, 3, H, W), channels_last, on the
-        device; augmented (crop + flip) when a generator is given."""
+        """uint8 (N, 3, H, W) -> normalized ``dtype`` (N, 3, H, W) in the pipeline's memory
+        format, on the device; augmented (crop + flip) when a generator is given."""
         images = images.to(self.device, non_blocking=True)
         if augment_with is not None:
             images = augment(images, generator=augment_with)
         x = normalize(images, self.mean, self.std, self.dtype)
-        return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=self.memory_format)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype,

@@ -24,3 +24,12 @@ def test_train_prints_epochs_and_final_accuracy(image_folder, capsys):
 def test_bad_norm_is_a_clear_error(image_folder):
     with pytest.raises(ValueError, match="Valid values are batch, layer, group"):
         main(["train", "--norm", "weight", "--data", str(image_folder)])
+
+
+def test_reproduce_trains_every_book_model_per_seed(image_folder, capsys):
+    main(["reproduce", "--epochs", "1", "--batch-size", "16", "--seeds", "0", "1",
+          "--data", str(image_folder)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [line.split()[:2] for line in lines[-6:]]  # the table after the epoch lines
+    assert rows == [["batch", "0"], ["layer", "0"], ["group", "0"],
+                    ["batch", "1"], ["layer", "1"], ["group", "1"]]
