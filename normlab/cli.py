@@ -73,11 +73,20 @@ def config_from_args(args: argparse.Namespace, norm: str, **fixed) -> Config:
     ``fixed``, which take precedence)."""
     names = {f.name for f in fields(Config)} - {"norm", "profile"}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    overrides["download"] = bool(args.download)   # the CLI downloads only when asked
     return book_config(norm, profile=args.profile, **{**overrides, **fixed})
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the command line; bad input ends it with ``error: <what to do>`` (exit status 1)."""
     args = get_args_parser().parse_args(argv)
+    try:
+        _dispatch(args)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from error
+
+
+def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "rf":
         print(receptive_field(Net(args.norm, groups=args.groups)).to_string(index=False))
     elif args.command == "summary":

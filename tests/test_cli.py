@@ -22,8 +22,13 @@ def test_train_prints_epochs_and_final_accuracy(image_folder, capsys):
 
 
 def test_bad_norm_is_a_clear_error(image_folder):
-    with pytest.raises(ValueError, match="Valid values are batch, layer, group"):
+    with pytest.raises(SystemExit, match="error: Unknown value 'weight'.*Valid values are batch, layer, group"):
         main(["train", "--norm", "weight", "--data", str(image_folder)])
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match=r"error: No CIFAR-10 found under .*set NORMLAB_DATA"):
+        main(["train", "--data", str(tmp_path / "nowhere")])
 
 
 def test_reproduce_trains_every_book_model_per_seed(image_folder, capsys):
