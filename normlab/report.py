@@ -53,3 +53,13 @@ def wrong_sets(results: Sequence[Result]) -> dict[str, set[int]]:
     """Indices of the test images each result gets wrong, by norm."""
     return {r.config.norm: set(torch.nonzero(r.test_probs.argmax(dim=1) != r.test_labels)
                                .flatten().tolist()) for r in results}
+
+
+def seed_summary(results: Sequence[Result]) -> pd.DataFrame:
+    """Mean and standard deviation (over seeds, ``ddof=1``) of the final train and test
+    accuracy (percent) per norm, with the number of runs."""
+    table = accuracy_table(results)
+    summary = table.groupby("norm", sort=False)[["train accuracy (%)", "test accuracy (%)"]].agg(
+        ["mean", "std"]).round(2)
+    summary[("runs", "")] = table.groupby("norm", sort=False).size()
+    return summary

@@ -74,3 +74,16 @@ def test_unknown_profile_and_precision():
         Config(profile="huge")
     with pytest.raises(ValueError, match="Valid values are auto, fp32, bf16"):
         normlab.choose_precision("fp8", torch.device("cpu"))
+
+
+def test_seed_summary_is_mean_and_std_over_seeds(tiny_data):
+    results = [run(tiny_config(epochs=1, seed=s, norm=n), tiny_data, progress=False)
+               for s in (0, 1, 2) for n in ("batch", "group")]
+    summary = normlab.report.seed_summary(results)
+    tests = torch.tensor([100 * r.test_accuracy for r in results if r.config.norm == "group"],
+                         dtype=torch.float64)
+    assert list(summary.index) == ["batch", "group"] and list(summary[("runs", "")]) == [3, 3]
+    assert summary.loc["group", ("test accuracy (%)", "mean")] == pytest.approx(
+        round(tests.mean().item(), 2), abs=0.01)
+    assert summary.loc["group", ("test accuracy (%)", "std")] == pytest.approx(
+        round(tests.std().item(), 2), abs=0.01)
