@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .data import CIFAR10, channel_stats, load_data
+from .data import CIFAR10, load_data
 from .model import WIDTHS, Net, count_parameters
 from .norms import DEFAULT_GROUPS, canonical_norm
 from .store import atomic_save, atomic_write_json, results_dir
@@ -192,9 +192,8 @@ def run(config: Config, data: CIFAR10 | None = None, progress: bool = True,
     data = data if data is not None else prepare_data(config)
     if not retrain and (cached := load_result(config, data)) is not None:
         return cached
-    device = choose_device(config.device)
-    dtype = choose_precision(config.precision, device)
-    pipeline = Pipeline(*channel_stats(data.train_images), device, dtype)
+    pipeline = Pipeline.for_config(config, data)
+    device, dtype = pipeline.device, pipeline.dtype
     model = config.build_model()
     start = time.perf_counter()
     history = fit(model, data, config, pipeline, progress=progress)

@@ -103,6 +103,14 @@ class Pipeline:
         self.mean, self.std, self.device, self.dtype = mean, std, device, dtype
         self.memory_format = memory_format
 
+    @classmethod
+    def for_config(cls, config: "Config", data: CIFAR10) -> "Pipeline":
+        """The pipeline ``config`` trains with: its device and precision, and the channel
+        statistics of ``data``'s training split."""
+        device = choose_device(config.device)
+        return cls(*channel_stats(data.train_images), device,
+                   choose_precision(config.precision, device))
+
     def inputs(self, images: torch.Tensor, augment_with: torch.Generator | None = None):
         """uint8 (N, 3, H, W) -> normalized ``dtype`` (N, 3, H, W) in the pipeline's memory
         format, on the device; augmented (crop + flip) when a generator is given."""
@@ -167,10 +175,8 @@ def fit(model: nn.Module, data: CIFAR10, config: "Config", pipeline: Pipeline | 
         FloatingPointError: the loss became NaN or infinite; the message names the epoch
             and the step.
     """
-    device = choose_device(config.device)
-    if pipeline is None:
-        pipeline = Pipeline(*channel_stats(data.train_images), device,
-                            choose_precision(config.precision, device))
+    pipeline = pipeline or Pipeline.for_config(config, data)
+    device = pipeline.device
     model.to(device, memory_format=torch.channels_last)
     train_images, train_labels = data.train_images.to(device), data.train_labels.to(device)
     generator = torch.Generator().manual_seed(config.seed)
