@@ -14,7 +14,7 @@ Data comes from ``--data`` or ``$NORMLAB_DATA`` (see :func:`normlab.data.load_da
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pandas as pd
 
@@ -23,8 +23,11 @@ from .model import Net
 from .norms import DEFAULT_GROUPS, NORM_NAMES
 from .receptive_field import receptive_field
 from .report import accuracy_table
+from .studies import ablations, batch_size_sweep
 
 BOOK_NORMS = ("batch", "layer", "group")
+BOOK_SEEDS = (0, 1, 2)
+REPRODUCE_PARTS = ("main", "precision", "ablations", "sweep")
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,12 +57,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one model, print its epochs")
     train.add_argument("--norm", default="batch", help=norm_help)
     _add_run_arguments(train)
-    for name, text in (("compare", "train batch, layer and group norm models, compare them"),
-                       ("reproduce", "train every model the book shows (into results/)")):
-        sub = commands.add_parser(name, help=text)
-        _add_run_arguments(sub)
-        sub.add_argument("--seeds", type=int, nargs="+", default=[0],
+    compare = commands.add_parser("compare", help="train batch, layer and group norm models, "
+                                                  "compare them")
+    _add_run_arguments(compare)
+    compare.add_argument("--seeds", type=int, nargs="+", default=[0],
                          help="train each model once per seed")
+    reproduce = commands.add_parser("reproduce", help="train every model the book shows "
+                                                      "(into results/)")
+    _add_run_arguments(reproduce)
+    reproduce.add_argument("--seeds", type=int, nargs="+", default=list(BOOK_SEEDS),
+                           help="seeds of the main models")
+    reproduce.add_argument("--parts", nargs="+", choices=REPRODUCE_PARTS,
+                           default=list(REPRODUCE_PARTS),
+                           help="main: the book's models, once per seed; precision: batch "
+                                "norm in fp32 and bf16; sweep: the batch-size sweep; "
+                                "ablations: the ablation studies")
     for name, text in (("rf", "print the receptive-field table"),
                        ("summary", "print the torchinfo summary")):
         sub = commands.add_parser(name, help=text)
@@ -100,8 +112,37 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(pd.DataFrame(result.history.rows()).round(4).to_string(index=False))
         print(f"\nfinal: train accuracy {result.train_accuracy:.2%}, "
               f"test accuracy {result.test_accuracy:.2%}, {result.seconds:.0f} s")
-    else:  # compare, reproduce
-        seeds = args.seeds if args.seed is None else [args.seed]
-        results = [run(config_from_args(args, norm, seed=seed), retrain=args.retrain)
-                   for seed in seeds for norm in BOOK_NORMS]
-        print(accuracy_table(results).to_string(index=False))
+    elif args.command == "compare":
+        print(accuracy_table(_main_results(args)).to_string(index=False))
+    else:
+        _reproduce(args)
+
+
+def _main_results(args: argparse.Namespace) -> list:
+    seeds = args.seeds if args.seed is None else [args.seed]
+    return [run(config_from_args(args, norm, seed=seed), retrain=args.retrain)
+            for seed in seeds for norm in BOOK_NORMS]
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    """Train the parts of the book ``args.parts`` names, printing a table per part."""
+    def study(configs):
+        return [run(_with_args(args, c), retrain=args.retrain) for c in configs]
+
+    parts = {
+        "main": lambda: _main_results(args),
+        "precision": lambda: [run(config_from_args(args, "batch", precision=p, seed=0),
+                                  retrain=args.retrain) for p in ("fp32", "bf16")],
+        "ablations": lambda: study(c for configs in ablations(args.profile).values()
+                                   for c in configs),
+        "sweep": lambda: study(batch_size_sweep(args.profile)),
+    }
+    for part in args.parts:
+        print(f"\n{part}:\n{accuracy_table(parts[part]()).to_string(index=False)}", flush=True)
+
+
+def _with_args(args: argparse.Namespace, config: Config) -> Config:
+    """``config`` with where and how to run taken from the command line."""
+    where = {k: getattr(args, k) for k in ("data", "device", "precision")
+             if getattr(args, k) is not None}
+    return replace(config, download=bool(args.download), **where)

@@ -154,7 +154,14 @@ def make_optimizer(model: nn.Module, config: "Config", steps: int):
     Weight decay applies to convolution weights only, not to normalization parameters or
     biases (decaying the affine scale of a normalized layer only changes its effective
     learning rate).
+
+    Raises:
+        ValueError: too few steps for the warm-up and the annealing phase of OneCycle.
     """
+    if config.pct_start * steps <= 1:
+        raise ValueError(f"OneCycle needs more than {1 / config.pct_start:g} steps with "
+                         f"pct_start={config.pct_start}, got {steps}: train on more images "
+                         f"or epochs, or use a smaller batch size.")
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD(
