@@ -8,6 +8,8 @@ The public API, re-exported from one module per idea:
 - :mod:`normlab.data`: CIFAR-10 in memory, channel statistics, augmentation;
 - :mod:`normlab.train`: :func:`fit`, :func:`evaluate`, :func:`predict`;
 - :mod:`normlab.experiment`: :class:`Config` -> :func:`run` -> :class:`Result`, cached;
+- :mod:`normlab.studies`: the batch-size sweep and the ablations, as configs;
+- :mod:`normlab.probes`: activation statistics and batch norm's evaluation modes;
 - :mod:`normlab.plots`: figures.
 """
 
@@ -21,5 +23,5 @@ from .model import MAX_PARAMS, WIDTHS, ConvBlock, Net, Residual, count_parameter
 from .norms import (DEFAULT_GROUPS, NORM_NAMES, batch_norm, canonical_norm, group_norm,
                     instance_norm, layer_norm, make_norm)
 from .train import History, choose_device, choose_precision, evaluate, fit, predict
-from . import plots, report
+from . import plots, probes, report, studies
 from .receptive_field import receptive_field

@@ -173,3 +173,54 @@ def plot_confusion(results: Sequence[Result], classes: Sequence[str]):
         ax.set(xlabel="predicted class", ylabel="true class",
                title=f"{NORM_LABELS[result.config.norm]} (% of true class)")
     return fig
+
+
+def plot_batch_size_sweep(results: Sequence[Result]):
+    """Test error (percent) against the training batch size (log scale), one line per
+    norm: the layout of Wu & He 2018, Figure 1."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    by_norm: dict[str, list[Result]] = {}
+    for result in results:
+        by_norm.setdefault(result.config.norm, []).append(result)
+    for norm, runs in by_norm.items():
+        runs = sorted(runs, key=lambda r: r.config.batch_size)
+        sizes = [r.config.batch_size for r in runs]
+        ax.plot(sizes, [100 * (1 - r.test_accuracy) for r in runs], marker="o",
+                color=NORM_COLORS[norm], label=NORM_LABELS[norm])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set(xlabel="batch size (images per step)", ylabel="test error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_activation_statistics(stats: dict[str, pd.DataFrame], over: str = "channel"):
+    """What each normalization does to the activations it receives.
+
+    ``stats`` maps a norm to its :func:`normlab.probes.activation_statistics` table. One
+    column of panels per norm; top row the means, bottom row the standard deviations of
+    each ``over`` unit (one dot per channel or sample), before (grey) and after (the
+    norm's colour) each layer's normalization.
+    """
+    fig, axes = plt.subplots(2, len(stats), figsize=(3.4 * len(stats), 5.2),
+                             layout="constrained", sharex=True, squeeze=False)
+    rng = np.random.default_rng(0)
+    for column, (norm, table) in enumerate(stats.items()):
+        layers = list(dict.fromkeys(table["layer"]))
+        for row, value in enumerate(("mean", "std")):
+            ax = axes[row, column]
+            for where, shift, color in (("before", -0.18, "#999999"),
+                                        ("after", 0.18, NORM_COLORS[norm])):
+                part = table[table["where"] == where]
+                x = part["layer"].map(layers.index).to_numpy() + shift
+                ax.scatter(x + rng.uniform(-0.1, 0.1, len(x)), part[value], s=4,
+                           color=color, alpha=0.6, label=where, rasterized=True)
+            ax.set_xticks(range(len(layers)), layers, fontsize=8)
+            ax.grid(alpha=0.3)
+            if column == 0:
+                ax.set_ylabel(f"{value} per {over}")
+        axes[0, column].set_title(NORM_LABELS[norm])
+        axes[1, column].set_xlabel("layer")
+    axes[0, 0].legend(fontsize="small", markerscale=3)
+    return fig

@@ -63,3 +63,13 @@ def seed_summary(results: Sequence[Result]) -> pd.DataFrame:
         ["mean", "std"]).round(2)
     summary[("runs", "")] = table.groupby("norm", sort=False).size()
     return summary
+
+
+def accuracy_by(results: Sequence[Result], field: str, rows: str = "norm") -> pd.DataFrame:
+    """Final test accuracy (percent) with one row per value of the config field ``rows``
+    and one column per value of ``field``: the table of an ablation or a sweep."""
+    table = pd.DataFrame([{rows: getattr(r.config, rows), field: getattr(r.config, field),
+                           "test accuracy (%)": round(100 * r.test_accuracy, 2)}
+                          for r in results])
+    return table.pivot_table(index=rows, columns=field, values="test accuracy (%)",
+                             sort=False)

@@ -59,7 +59,7 @@ def batch_size_sweep(profile: str | None = None, **overrides) -> list[Config]:
 
 
 def ablations(profile: str | None = None, **overrides) -> dict[str, list[Config]]:
-    """The ablation studies, by name; each list starts with the unchanged models.
+    """The ablation studies, by name; each list includes the unchanged models.
 
     - ``residual``: batch, layer and group norm, with and without residual additions.
     - ``order``: batch, layer, group and instance norm, conv-ReLU-norm (the assignment's

@@ -1,0 +1,101 @@
+"""The studies' configs, and the probes that look inside trained models."""
+
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from normlab import Config
+from normlab.data import channel_stats
+from normlab.model import Net
+from normlab.norms import batch_norm
+from normlab.probes import (activation_statistics, batch_statistics_accuracy, norm_layers,
+                            with_batch_statistics)
+from normlab.studies import (SWEEP_BATCH_SIZES, SWEEP_NORMS, ablations, batch_size_sweep,
+                             study_config)
+from normlab.train import Pipeline, make_optimizer
+
+from conftest import synthetic_images
+
+
+def differences(a: Config, b: Config) -> set[str]:
+    a, b = asdict(a), asdict(b)
+    return {k for k in a if a[k] != b[k]}
+
+
+def test_sweep_changes_only_norm_batch_size_and_scaled_lr():
+    configs = batch_size_sweep("full")
+    assert {(c.norm, c.batch_size) for c in configs} == {
+        (n, b) for n in SWEEP_NORMS for b in SWEEP_BATCH_SIZES}
+    assert min(SWEEP_BATCH_SIZES) == 2 and max(SWEEP_BATCH_SIZES) >= 128
+    assert len({c.lr / c.batch_size for c in configs}) == 1       # linear scaling
+    assert all(differences(configs[0], c) <= {"norm", "batch_size", "lr"} for c in configs)
+    assert all(c.epochs <= 20 for c in configs)
+
+
+@pytest.mark.parametrize("name, changed", [("residual", {"residual"}), ("order", {"order"}),
+                                           ("groups", {"groups", "norm"})])
+def test_each_ablation_changes_one_thing(name, changed):
+    configs = ablations("smoke")[name]
+    unchanged = study_config("group", profile="smoke")
+    assert unchanged in configs
+    assert all(differences(study_config(c.norm, profile="smoke"), c) <= changed
+               for c in configs)
+    assert any(differences(unchanged, c) for c in configs)
+
+
+def test_onecycle_with_too_few_steps_says_what_to_do():
+    with pytest.raises(ValueError, match="more images or epochs, or use a smaller batch"):
+        make_optimizer(Net(), Config(), steps=3)
+
+
+@pytest.fixture
+def inputs():
+    images, labels = synthetic_images(40)
+    pipeline = Pipeline(*channel_stats(images), torch.device("cpu"), torch.float32)
+    return images, labels, pipeline
+
+
+def tiny_net(norm):
+    torch.manual_seed(0)
+    return Net(norm, widths=(8, 8, 8, 8, 8, 8))
+
+
+def test_norm_layers_in_forward_order():
+    assert list(norm_layers(tiny_net("batch"))) == [
+        "C1", "C2", "C4", "C5", "C6", "C8", "C9", "C10"]
+
+
+def test_layer_norm_gives_each_sample_zero_mean_unit_std(inputs):
+    images, _, pipeline = inputs
+    stats = activation_statistics(tiny_net("layer"), images, pipeline, over="sample")
+    assert len(stats) == 8 * 2 * len(images)
+    after = stats[stats["where"] == "after"]
+    assert after["mean"].abs().max() < 1e-4
+    assert (after["std"] - 1).abs().max() < 1e-2          # unbiased vs biased variance
+    before = stats[stats["where"] == "before"]
+    assert (before["std"] - 1).abs().max() > 0.1          # the input was not normalized
+
+
+def test_instance_norm_gives_each_channel_zero_mean(inputs):
+    images, _, pipeline = inputs
+    stats = activation_statistics(tiny_net("instance"), images, pipeline, over="channel")
+    assert stats[stats["where"] == "after"]["mean"].abs().max() < 1e-4
+    with pytest.raises(ValueError, match="channel, sample"):
+        activation_statistics(tiny_net("instance"), images, pipeline, over="pixel")
+
+
+def test_batch_statistics_normalize_with_the_batch_and_keep_the_original(inputs):
+    images, labels, pipeline = inputs
+    model = tiny_net("batch").eval()
+    layer = model.C1.norm
+    layer.running_mean.fill_(3.0)
+    copy = with_batch_statistics(model).eval()
+    x = torch.randn(5, 8, 4, 4)
+    expected = batch_norm(x, None, None, layer.weight, layer.bias, training=True)
+    torch.testing.assert_close(copy.C1.norm(x), expected)
+    assert (model.C1.norm.running_mean == 3.0).all()      # the original is untouched
+
+    table = batch_statistics_accuracy(model, images, labels, pipeline, (1, 8, 40))
+    assert table["running statistics"].nunique() == 1     # per-image in evaluation
+    assert list(table["batch size"]) == [1, 8, 40]
