@@ -1,0 +1,148 @@
+"""Command line: ``python -m normlab train | compare | reproduce | rf | summary``.
+
+Examples::
+
+    python -m normlab train --norm group --epochs 20
+    python -m normlab compare                  # batch, layer and group, the book's recipe
+    python -m normlab reproduce                # what the book shows, written to results/
+    python -m normlab rf --norm batch          # receptive-field table
+    python -m normlab summary --norm layer     # torchinfo summary
+
+Data comes from ``--data`` or ``$NORMLAB_DATA`` (see :func:`normlab.data.load_data`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields, replace
+
+import pandas as pd
+
+from .experiment import PROFILES, Config, book_config, run
+from .model import Net
+from .norms import DEFAULT_GROUPS, NORM_NAMES
+from .receptive_field import receptive_field
+from .report import accuracy_table
+from .studies import ablations, batch_size_sweep
+
+BOOK_NORMS = ("batch", "layer", "group")
+BOOK_SEEDS = (0, 1, 2)
+REPRODUCE_PARTS = ("main", "precision", "ablations", "sweep")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = Config()
+    parser.add_argument("--epochs", type=int, help=f"passes over the data (default {defaults.epochs})")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"images per step (default {defaults.batch_size})")
+    parser.add_argument("--lr", type=float, help=f"peak OneCycle learning rate (default {defaults.lr})")
+    parser.add_argument("--seed", type=int, help=f"random seed (default {defaults.seed})")
+    parser.add_argument("--groups", type=int, help=f"groups of group norm (default {DEFAULT_GROUPS})")
+    parser.add_argument("--data", help="CIFAR-10 folder (default $NORMLAB_DATA)")
+    parser.add_argument("--download", action="store_true", default=None,
+                        help="download the canonical CIFAR-10 archive if it is missing")
+    parser.add_argument("--device", help="auto, cpu, cuda, mps (default auto)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="default auto")
+    parser.add_argument("--profile", choices=tuple(PROFILES),
+                        help="full (default, or $NORMLAB_PROFILE) or smoke")
+    parser.add_argument("--retrain", action="store_true", help="ignore cached results")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m normlab`` (reusable, as torchvision's is)."""
+    parser = argparse.ArgumentParser(prog="python -m normlab", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    norm_help = f"normalization: {', '.join(NORM_NAMES)}"
+    train = commands.add_parser("train", help="train one model, print its epochs")
+    train.add_argument("--norm", default="batch", help=norm_help)
+    _add_run_arguments(train)
+    compare = commands.add_parser("compare", help="train batch, layer and group norm models, "
+                                                  "compare them")
+    _add_run_arguments(compare)
+    compare.add_argument("--seeds", type=int, nargs="+", default=[0],
+                         help="train each model once per seed")
+    reproduce = commands.add_parser("reproduce", help="train every model the book shows "
+                                                      "(into results/)")
+    _add_run_arguments(reproduce)
+    reproduce.add_argument("--seeds", type=int, nargs="+", default=list(BOOK_SEEDS),
+                           help="seeds of the main models")
+    reproduce.add_argument("--parts", nargs="+", choices=REPRODUCE_PARTS,
+                           default=list(REPRODUCE_PARTS),
+                           help="main: the book's models, once per seed; precision: batch "
+                                "norm in fp32 and bf16; sweep: the batch-size sweep; "
+                                "ablations: the ablation studies")
+    for name, text in (("rf", "print the receptive-field table"),
+                       ("summary", "print the torchinfo summary")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--norm", default="batch", help=norm_help)
+        sub.add_argument("--groups", type=int, default=DEFAULT_GROUPS, help="groups of group norm")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, norm: str, **fixed) -> Config:
+    """The book's config for ``norm`` with the fields given on the command line (and
+    ``fixed``, which take precedence)."""
+    names = {f.name for f in fields(Config)} - {"norm", "profile"}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    overrides["download"] = bool(args.download)   # the CLI downloads only when asked
+    return book_config(norm, profile=args.profile, **{**overrides, **fixed})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line; bad input ends it with ``error: <what to do>`` (exit status 1)."""
+    args = get_args_parser().parse_args(argv)
+    try:
+        _dispatch(args)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from error
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    if args.command == "rf":
+        print(receptive_field(Net(args.norm, groups=args.groups)).to_string(index=False))
+    elif args.command == "summary":
+        import torchinfo
+
+        print(torchinfo.summary(Net(args.norm, groups=args.groups), input_size=(1, 3, 32, 32),
+                                col_names=("output_size", "num_params"), row_settings=("var_names",),
+                                depth=4, verbose=0))
+    elif args.command == "train":
+        result = run(config_from_args(args, args.norm), retrain=args.retrain)
+        print(pd.DataFrame(result.history.rows()).round(4).to_string(index=False))
+        print(f"\nfinal: train accuracy {result.train_accuracy:.2%}, "
+              f"test accuracy {result.test_accuracy:.2%}, {result.seconds:.0f} s")
+    elif args.command == "compare":
+        print(accuracy_table(_main_results(args)).to_string(index=False))
+    else:
+        _reproduce(args)
+
+
+def _main_results(args: argparse.Namespace) -> list:
+    seeds = args.seeds if args.seed is None else [args.seed]
+    return [run(config_from_args(args, norm, seed=seed), retrain=args.retrain)
+            for seed in seeds for norm in BOOK_NORMS]
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    """Train the parts of the book ``args.parts`` names, printing a table per part."""
+    def study(configs):
+        return [run(_with_args(args, c), retrain=args.retrain) for c in configs]
+
+    parts = {
+        "main": lambda: _main_results(args),
+        "precision": lambda: [run(config_from_args(args, "batch", precision=p, seed=0),
+                                  retrain=args.retrain) for p in ("fp32", "bf16")],
+        "ablations": lambda: study(c for configs in ablations(args.profile).values()
+                                   for c in configs),
+        "sweep": lambda: study(batch_size_sweep(args.profile)),
+    }
+    for part in args.parts:
+        print(f"\n{part}:\n{accuracy_table(parts[part]()).to_string(index=False)}", flush=True)
+
+
+def _with_args(args: argparse.Namespace, config: Config) -> Config:
+    """``config`` with where and how to run taken from the command line."""
+    where = {k: getattr(args, k) for k in ("data", "device", "precision")
+             if getattr(args, k) is not None}
+    return replace(config, download=bool(args.download), **where)

@@ -1,0 +1,247 @@
+"""CIFAR-10 in memory: loading, channel statistics, batches with augmentation.
+
+Data flows one way: files -> uint8 tensors (N, 3, 32, 32) held in memory -> per batch:
+to the compute device, per-image random crop and flip on the whole batch, to float,
+normalize -> model.
+
+Two sources give the same :class:`CIFAR10`:
+
+- the canonical archive (Krizhevsky 2009) through :class:`torchvision.datasets.CIFAR10`,
+  which checks its MD5 sums and can download it: a folder holding
+  ``cifar-10-batches-py``;
+- an image folder, ``train/<class>/*`` and ``test/<class>/*`` as
+  :class:`torchvision.datasets.ImageFolder` reads it (an offline copy such as the JPEG
+  re-encoded one this book is built from). Decoding is cached on disk.
+
+Where the data comes from is one setting, :func:`resolve_data_root`: an explicit path,
+else the environment variable ``NORMLAB_DATA``, else ``~/.cache/normlab/data``
+(where the archive is downloaded when ``download=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+from .store import atomic_save, cache_dir
+
+DATA_ENV = "NORMLAB_DATA"
+
+
+@dataclass
+class CIFAR10:
+    """CIFAR-10 held in memory.
+
+    Attributes:
+        train_images: uint8 (50000, 3, 32, 32).
+        train_labels: int64 (50000,).
+        test_images: uint8 (10000, 3, 32, 32).
+        test_labels: int64 (10000,).
+        classes: the 10 class names, in label order.
+        identity: a string that identifies the source's content (used in cache keys).
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: list[str]
+    identity: str
+
+    def subset(self, train: int | None = None, test: int | None = None) -> "CIFAR10":
+        """The first ``train`` training and ``test`` test images after a fixed shuffle
+        (seed 0), so that every class appears; ``None`` keeps a split whole."""
+
+        def take(images, labels, n):
+            if n is None or n >= len(labels):
+                return images, labels
+            index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:n]
+            return images[index], labels[index]
+
+        train_images, train_labels = take(self.train_images, self.train_labels, train)
+        test_images, test_labels = take(self.test_images, self.test_labels, test)
+        return CIFAR10(train_images, train_labels, test_images, test_labels, self.classes,
+                       f"{self.identity}[:{train},:{test}]")
+
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data folder: ``root`` if given, else ``$NORMLAB_DATA``, else
+    ``~/.cache/normlab/data``."""
+    root = root or os.environ.get(DATA_ENV) or Path.home() / ".cache" / "normlab" / "data"
+    return Path(root).expanduser()
+
+
+def _missing_data_message(root: Path) -> str:
+    return (
+        f"No CIFAR-10 found under {root}: set {DATA_ENV} (or --data, or Config.data) to a "
+        f"folder holding cifar-10-batches-py (the canonical archive, extracted) or train/ "
+        f"and test/ class folders, or allow the download (download=True, --download)."
+    )
+
+
+def load_data(root: str | os.PathLike | None = None, download: bool = False) -> CIFAR10:
+    """Load CIFAR-10 from the folder :func:`resolve_data_root` names.
+
+    A folder with ``train/`` and ``test/`` is read as an image folder; otherwise the
+    canonical archive is read (and downloaded first when ``download`` is true).
+
+    Raises:
+        FileNotFoundError: no data there and no download allowed (or possible); the
+            message says what to set.
+    """
+    root = resolve_data_root(root)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return load_image_folder(root)
+    return load_cifar10(root, download=download)
+
+
+def load_cifar10(root: str | os.PathLike, download: bool = False) -> CIFAR10:
+    """The canonical CIFAR-10 archive through :class:`torchvision.datasets.CIFAR10`.
+
+    ``root`` holds (or receives, with ``download=True``) ``cifar-10-batches-py``;
+    torchvision verifies the MD5 sum of every batch file.
+
+    Raises:
+        FileNotFoundError: the archive is missing or corrupt and cannot be downloaded.
+    """
+    root = Path(root).expanduser()
+    splits = {}
+    try:
+        for train in (True, False):
+            ds = torchvision.datasets.CIFAR10(root, train=train, download=download)
+            images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+            splits[train] = images, torch.tensor(ds.targets, dtype=torch.int64)
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted."
+        raise FileNotFoundError(f"{_missing_data_message(root)} ({error})") from error
+    except OSError as error:  # download attempted without a network
+        raise FileNotFoundError(
+            f"{_missing_data_message(root)} The download failed: {error}") from error
+    return CIFAR10(*splits[True], *splits[False], list(ds.classes), "cifar10-canonical")
+
+
+def _folder_samples(folder: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"No class folders in {folder}. {_missing_data_message(folder.parent)}")
+    samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)},
+                           extensions=IMG_EXTENSIONS)
+    return samples, classes
+
+
+def _fingerprint(root: Path, samples: dict[str, list[tuple[str, int]]]) -> str:
+    digest = hashlib.sha256()
+    for split, items in samples.items():
+        for path, label in items:
+            digest.update(f"{split}/{Path(path).relative_to(root / split)}:{label}:"
+                          f"{os.stat(path).st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _decode(samples: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.empty(len(samples), 3, 32, 32, dtype=torch.uint8)
+    for i, (path, _) in enumerate(samples):
+        try:
+            image = torchvision.io.decode_image(torchvision.io.read_file(path),
+                                                mode=torchvision.io.ImageReadMode.RGB)
+        except RuntimeError as error:
+            raise ValueError(f"Cannot decode image {path}: {error}. Replace or remove the "
+                             f"file, or point {DATA_ENV} at an intact copy.") from error
+        if image.shape != (3, 32, 32):
+            raise ValueError(f"Image {path} has shape {tuple(image.shape)}, expected "
+                             f"(3, 32, 32): is this folder CIFAR-10?")
+        images[i] = image
+    return images, torch.tensor([label for _, label in samples], dtype=torch.int64)
+
+
+def load_image_folder(root: str | os.PathLike) -> CIFAR10:
+    """CIFAR-10 from ``root/train/<class>/*`` and ``root/test/<class>/*``.
+
+    Class names are the folder names in sorted order (as ImageFolder assigns labels).
+    The decoded tensors are cached under ``~/.cache/normlab`` (``$NORMLAB_CACHE``), keyed
+    by a fingerprint of the file names and sizes, so a second load takes about a second.
+
+    Raises:
+        FileNotFoundError: ``train/`` or ``test/`` or their class folders are missing.
+        ValueError: a file cannot be decoded or is not 32x32; the message names it.
+    """
+    root = Path(root).expanduser()
+    samples, classes = {}, None
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise FileNotFoundError(_missing_data_message(root))
+        samples[split], split_classes = _folder_samples(root / split)
+        if classes is not None and split_classes != classes:
+            raise ValueError(f"train/ and test/ under {root} hold different class folders: "
+                             f"{classes} vs {split_classes}.")
+        classes = split_classes
+    identity = f"imagefolder-{_fingerprint(root, samples)}"
+    cached = cache_dir() / f"{identity}.pt"
+    if cached.exists():
+        tensors = torch.load(cached, weights_only=True)
+    else:
+        tensors = {split: _decode(items) for split, items in samples.items()}
+        atomic_save(tensors, cached)
+    return CIFAR10(*tensors["train"], *tensors["test"], classes, identity)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of uint8 images (N, 3, H, W), as fractions
+    of 255 (so CIFAR-10's training split gives about (0.49, 0.48, 0.45) and
+    (0.25, 0.24, 0.26)). Returns two float32 tensors of shape (3,)."""
+    x = images.float().div_(255)
+    return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+
+
+def augment(images: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None
+            ) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, per image, on a batch.
+
+    Each image (N, C, H, W) is zero-padded by ``padding`` pixels, an H x W window is cut
+    at a random offset in [0, 2 * padding] and flipped left-right with probability 1/2:
+    what torchvision's ``RandomCrop(32, padding=4)`` and ``RandomHorizontalFlip()`` do
+    image by image, done here for the whole batch with one gather. Works on any dtype
+    and device; returns a tensor of the same shape, dtype and device.
+    """
+    n, c, h, w = images.shape
+    device = images.device
+    padded = F.pad(images, (padding,) * 4)                            # (N, C, H+2p, W+2p)
+    # random numbers come from the (CPU) generator, so a seed fixes them on any device
+    dy, dx = torch.randint(0, 2 * padding + 1, (2, n, 1), generator=generator).to(device)
+    flip = (torch.rand(n, 1, generator=generator) < 0.5).to(device)
+    cols = torch.arange(w, device=device)
+    cols = torch.where(flip, w - 1 - cols, cols) + dx                 # (N, W)
+    rows = torch.arange(h, device=device) + dy                        # (N, H)
+    batch = torch.arange(n, device=device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    return out.permute(0, 3, 1, 2)                                    # channels_last strides
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) -> ``dtype`` tensor ``(x / 255 - mean) / std``, with
+    ``mean`` and ``std`` (3,) as fractions of 255 (from :func:`channel_stats`). Keeps the
+    memory format of the input."""
+    scale = (1 / (255 * std)).to(images.device)
+    shift = (-mean / std).to(images.device)
+    return (images.to(dtype) * scale[:, None, None].to(dtype) + shift[:, None, None].to(dtype))
+
+
+def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+            shuffle: bool = False, generator: torch.Generator | None = None):
+    """Yield (images, labels) slices of ``batch_size`` (the last may be shorter), in a
+    random order (``torch.randperm``) when ``shuffle``. Images stay uint8."""
+    n = len(labels)
+    order = torch.randperm(n, generator=generator) if shuffle else None
+    for start in range(0, n, batch_size):
+        if order is None:
+            yield images[start:start + batch_size], labels[start:start + batch_size]
+        else:
+            index = order[start:start + batch_size]
+            yield images[index], labels[index]

@@ -1,0 +1,255 @@
+"""One experiment = one :class:`Config` -> :func:`run` -> :class:`Result`, cached on disk.
+
+The cache key is a hash of everything that determines the result: the config (less the
+fields that only say where things are), the data's identity (a fingerprint of its files),
+the package version (bumped whenever a change alters the numbers), the device type and
+the precision. A result is stored as ``<norm>-<key>.json`` (config, per-epoch history,
+final accuracies, seconds, hardware, versions) and ``<norm>-<key>.pt`` (weights and test
+predictions) under ``results_dir()/<profile>/``, both written atomically.
+
+Profiles (``$NORMLAB_PROFILE``): ``full`` (default) is the real experiment; ``smoke``
+trains one epoch on a 2,000-image subset, for CI. Same code, other sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .data import CIFAR10, load_data
+from .model import WIDTHS, Net, count_parameters
+from .norms import DEFAULT_GROUPS, canonical_norm
+from .store import atomic_save, atomic_write_json, results_dir
+from .train import History, Pipeline, choose_device, choose_precision, evaluate, fit, predict
+
+PROFILE_ENV = "NORMLAB_PROFILE"
+PROFILES = {
+    "full": {},
+    "smoke": {"epochs": 1, "train_subset": 2000, "test_subset": 1000},
+}
+#: Fields that say where or how verbosely to run, not what the result is.
+_NOT_IN_KEY = ("data", "download", "device", "precision")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that determines a training run. Units in the comments."""
+
+    norm: str = "batch"                 # batch | layer | group | instance | none
+    groups: int = DEFAULT_GROUPS        # groups of norm="group"
+    widths: tuple[int, ...] = WIDTHS    # channels (C1, C2, c3, C4-C6, c7, C8-C10)
+    residual: bool = True               # residual additions in stages 2 and 3
+    order: str = "conv-relu-norm"       # or "conv-norm-relu"
+    epochs: int = 20                    # passes over the training split
+    batch_size: int = 256               # images per optimizer step
+    lr: float = 0.2                     # peak learning rate of OneCycle
+    momentum: float = 0.9               # Nesterov momentum of SGD
+    weight_decay: float = 5e-4          # L2 on convolution weights
+    label_smoothing: float = 0.1        # of the training loss (0 = none)
+    pct_start: float = 0.25             # fraction of steps that warm the learning rate up
+    augment: bool = True                # random crop (4-pixel padding) and flip
+    seed: int = 0                       # weights, data order, augmentation
+    train_subset: int | None = None     # images of the training split used (None = all)
+    test_subset: int | None = None      # images of the test split used (None = all)
+    profile: str = "full"               # the profile the run belongs to (see PROFILES)
+    data: str | None = None             # data folder (None: $NORMLAB_DATA); not in the key
+    download: bool = False              # download the canonical archive if it is missing
+    device: str = "auto"                # auto | cpu | cuda | mps ...; its type is in the key
+    precision: str = "auto"             # auto | fp32 | bf16; the resolved dtype is in the key
+
+    def __post_init__(self):
+        object.__setattr__(self, "norm", canonical_norm(self.norm))
+        object.__setattr__(self, "widths", tuple(self.widths))
+        if self.profile not in PROFILES:
+            raise ValueError(f"Unknown value {self.profile!r} for argument profile. "
+                             f"Valid values are {', '.join(PROFILES)}.")
+
+    def build_model(self) -> Net:
+        """The network this config trains (weights initialized from ``seed``)."""
+        torch.manual_seed(self.seed)
+        return Net(self.norm, groups=self.groups, widths=self.widths,
+                   residual=self.residual, order=self.order)
+
+
+def current_profile() -> str:
+    """``$NORMLAB_PROFILE`` or ``full``. Raises ValueError for an unknown profile."""
+    profile = os.environ.get(PROFILE_ENV, "full")
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown value {profile!r} for {PROFILE_ENV}. "
+                         f"Valid values are {', '.join(PROFILES)}.")
+    return profile
+
+
+def book_config(norm: str = "batch", profile: str | None = None, **overrides) -> Config:
+    """The config the book uses for ``norm``, sized by ``profile`` (default: the current
+    profile); the canonical archive is downloaded when no data is found (as in Colab);
+    ``overrides`` change any other field."""
+    profile = profile or current_profile()
+    return Config(norm=norm, profile=profile,
+                  **{"download": True, **PROFILES[profile], **overrides})
+
+
+@dataclass
+class Result:
+    """What a run produced.
+
+    Attributes:
+        config: the config.
+        history: per-epoch metrics.
+        train_accuracy: final accuracy on the (unaugmented) training split, fraction.
+        test_accuracy: final accuracy on the test split, fraction.
+        seconds: wall time of the training run (all epochs), seconds.
+        parameters: trainable parameters of the model.
+        state_dict: trained weights (on the CPU).
+        test_probs: float (N_test, 10) class probabilities on the test split.
+        test_labels: int64 (N_test,) true labels.
+        info: key, hardware, device, precision and library versions.
+    """
+
+    config: Config
+    history: History
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+    parameters: int
+    state_dict: dict[str, torch.Tensor]
+    test_probs: torch.Tensor
+    test_labels: torch.Tensor
+    info: dict
+
+    def model(self) -> Net:
+        """The trained network, in evaluation mode, on the CPU."""
+        model = self.config.build_model()
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+    def record(self) -> dict:
+        """The JSON record: ``norm``, ``seed``, ``epochs``, accuracies (fractions),
+        ``seconds``, ``parameters``, per-epoch ``history``, ``config`` and ``info``."""
+        c = self.config
+        return {"norm": c.norm, "seed": c.seed, "epochs": c.epochs,
+                "train_accuracy": self.train_accuracy, "test_accuracy": self.test_accuracy,
+                "seconds": self.seconds, "parameters": self.parameters,
+                "history": self.history.to_dict(), "config": asdict(c), "info": self.info}
+
+
+def _environment(device: torch.device, dtype: torch.dtype) -> dict:
+    return {"device": device.type, "precision": str(dtype).removeprefix("torch."),
+            "normlab": __version__}
+
+
+def cache_key(config: Config, data: CIFAR10) -> str:
+    """Hex digest of everything that determines the result of ``config`` on ``data``."""
+    device = choose_device(config.device)
+    determining = {f.name: getattr(config, f.name) for f in fields(config)
+                   if f.name not in _NOT_IN_KEY}
+    determining.update(_environment(device, choose_precision(config.precision, device)),
+                       data=data.identity)
+    return hashlib.sha256(json.dumps(determining, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def result_paths(config: Config, key: str) -> tuple[Path, Path]:
+    """The JSON record and the tensor file of a result."""
+    stem = results_dir() / config.profile / f"{config.norm}-{key}"
+    return stem.with_suffix(".json"), stem.with_suffix(".pt")
+
+
+def prepare_data(config: Config) -> CIFAR10:
+    """The data ``config`` trains on: its source, cut to its subsets."""
+    return load_data(config.data, config.download).subset(config.train_subset, config.test_subset)
+
+
+def load_result(config: Config, data: CIFAR10) -> Result | None:
+    """The cached result of ``config`` on ``data``, or None."""
+    key = cache_key(config, data)
+    record_path, tensor_path = result_paths(config, key)
+    if not (record_path.exists() and tensor_path.exists()):
+        return None
+    record = json.loads(record_path.read_text())
+    tensors = torch.load(tensor_path, weights_only=True)
+    return Result(config, History(**record["history"]), record["train_accuracy"],
+                  record["test_accuracy"], record["seconds"], record["parameters"],
+                  tensors["state_dict"], tensors["test_probs"].float(),
+                  tensors["test_labels"], record["info"])
+
+
+def run(config: Config, data: CIFAR10 | None = None, progress: bool = True,
+        retrain: bool = False) -> Result:
+    """Train ``config`` (or load its cached result) and return the :class:`Result`.
+
+    ``data`` defaults to :func:`prepare_data` of the config. The result is written to the
+    cache atomically, weights and JSON record each, after the run has finished: an
+    interrupted run leaves nothing behind.
+    """
+    data = data if data is not None else prepare_data(config)
+    if not retrain and (cached := load_result(config, data)) is not None:
+        return cached
+    pipeline = Pipeline.for_config(config, data)
+    device, dtype = pipeline.device, pipeline.dtype
+    model = config.build_model()
+    start = time.perf_counter()
+    history = fit(model, data, config, pipeline, progress=progress)
+    seconds = time.perf_counter() - start
+    _, train_accuracy = evaluate(model, data.train_images, data.train_labels, pipeline)
+    probs = predict(model, data.test_images, pipeline)
+    key = cache_key(config, data)
+    info = {"key": key, **_environment(device, dtype), "data": data.identity,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "processor": _processor_name(),
+            "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}
+    result = Result(config, history, train_accuracy, history.test_accuracy[-1], seconds,
+                    count_parameters(model),
+                    {k: v.cpu() for k, v in model.state_dict().items()},
+                    probs, data.test_labels.clone(), info)
+    record_path, tensor_path = result_paths(config, key)
+    atomic_save({"state_dict": result.state_dict, "test_probs": probs.half(),
+                 "test_labels": result.test_labels}, tensor_path)
+    atomic_write_json(result.record(), record_path)
+    return result
+
+
+def _processor_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+@dataclass
+class Mistake:
+    """A misclassified test image: ``index`` into the test split, ``image`` uint8
+    (3, 32, 32), true and predicted class names, and the predicted class's probability
+    (``confidence``, fraction)."""
+
+    index: int
+    image: torch.Tensor
+    true: str
+    predicted: str
+    confidence: float
+
+
+def misclassified(result: Result, k: int = 10, data: CIFAR10 | None = None) -> list[Mistake]:
+    """The ``k`` test images the model gets wrong with the highest confidence.
+
+    Rule: among the test images whose most probable class is not the true one, take the
+    ``k`` with the highest probability of the predicted class (the most confident
+    mistakes), ties broken by index. ``data`` defaults to the config's data.
+    """
+    data = data if data is not None else prepare_data(result.config)
+    confidence, predicted = result.test_probs.max(dim=1)
+    wrong = torch.nonzero(predicted != result.test_labels).flatten()
+    order = sorted(wrong.tolist(), key=lambda i: (-confidence[i].item(), i))[:k]
+    return [Mistake(i, data.test_images[i], data.classes[result.test_labels[i]],
+                    data.classes[predicted[i]], confidence[i].item()) for i in order]

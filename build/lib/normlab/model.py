@@ -1,0 +1,131 @@
+"""The CIFAR-10 network: ``C1 C2 c3 P1 C4 C5 C6 c7 P2 C8 C9 C10 GAP c11``.
+
+- C: a 3x3 convolution block, convolution -> ReLU -> normalization (the assignment's
+  order; ``order="conv-norm-relu"`` gives the more common order of He et al. 2016);
+- c3, c7: 1x1 convolutions that reduce the channels before each max-pool ("transition"
+  layers); c11: a 1x1 convolution from the last features to the 10 class scores;
+- P: 2x2 max-pool, stride 2; GAP: global average pooling.
+
+"Add one layer to another": in the second and third stages the output of the first block
+(C4, C8) is added to the output of the two blocks after it (C6, C10), a residual
+connection (He et al. 2016) wrapped in :class:`Residual` so that it shows in the module
+tree and in the torchinfo summary::
+
+    x -> C1 -> C2 -> c3 -> P1 -> C4 -+-> C5 -> C6 -(+)-> c7 -> P2 -> C8 -+-> C9 -> C10 -(+)-> GAP -> c11
+                                     '------------'                      '-------------'
+
+Shapes for a (N, 3, 32, 32) input: 32x32 until P1, 16x16 until P2, 8x8 until GAP;
+the output is (N, 10) logits.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .norms import DEFAULT_GROUPS, canonical_norm, make_norm
+
+#: Parameter budget of the assignment: fewer than 50,000 trainable parameters.
+MAX_PARAMS = 50_000
+
+#: Channel widths (C1, C2, c3, stage 2, c7, stage 3). Chosen on measured accuracy within
+#: the budget: cheap narrow layers at 32x32, most parameters at 8x8 where they cost least
+#: compute (see the book's chapter on the network).
+WIDTHS = (16, 32, 16, 24, 32, 32)
+
+ORDERS = ("conv-relu-norm", "conv-norm-relu")
+
+
+class ConvBlock(nn.Sequential):
+    """3x3 convolution (padding 1, no bias), ReLU and normalization, in ``order``.
+
+    (N, in_channels, H, W) -> (N, out_channels, H, W).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "batch",
+                 groups: int = DEFAULT_GROUPS, order: str = "conv-relu-norm"):
+        if order not in ORDERS:
+            raise ValueError(f"Unknown value {order!r} for argument order. "
+                             f"Valid values are {', '.join(ORDERS)}.")
+        conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        layers = [("conv", conv), ("relu", nn.ReLU(inplace=True)),
+                  ("norm", make_norm(norm, out_channels, groups))]
+        if order == "conv-norm-relu":
+            layers[1], layers[2] = layers[2], layers[1]
+        super().__init__(OrderedDict(layers))
+
+
+class Residual(nn.Module):
+    """``x + body(x)``: adds the input of ``body`` to its output (He et al. 2016).
+
+    The body must keep the shape: (N, C, H, W) -> (N, C, H, W).
+    """
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (elements of tensors with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class Net(nn.Sequential):
+    """The book's network; see the module docstring for the layout.
+
+    Args:
+        norm: normalization name (see :func:`normlab.make_norm`): ``batch``, ``layer``,
+            ``group``, ``instance`` or ``none``.
+        groups: group count for ``group`` norm; must divide every width.
+        widths: channels of (C1, C2, c3, C4-C6, c7, C8-C10).
+        residual: add the residual connections of stages 2 and 3.
+        order: ``conv-relu-norm`` (assignment) or ``conv-norm-relu``.
+        num_classes: outputs of c11.
+        max_params: trainable-parameter budget; ``None`` lifts it.
+
+    Input (N, 3, H, W), any H, W divisible by 4 (32 for CIFAR-10); output (N, num_classes).
+
+    Raises:
+        ValueError: unknown norm or order, groups not dividing a width, or more
+            trainable parameters than ``max_params``.
+    """
+
+    def __init__(self, norm: str = "batch", groups: int = DEFAULT_GROUPS,
+                 widths: tuple[int, ...] = WIDTHS, residual: bool = True,
+                 order: str = "conv-relu-norm", num_classes: int = 10,
+                 max_params: int | None = MAX_PARAMS):
+        norm = canonical_norm(norm)
+        w1, w2, w3, w4, w7, w8 = widths
+
+        def block(cin, cout):
+            return ConvBlock(cin, cout, norm, groups, order)
+
+        def stage(first, second, third):
+            body = nn.Sequential(OrderedDict([second, third]))
+            return [first, (f"{second[0]}_{third[0]}", Residual(body) if residual else body)]
+
+        layers = [
+            ("C1", block(3, w1)), ("C2", block(w1, w2)),
+            ("c3", nn.Conv2d(w2, w3, 1, bias=False)), ("P1", nn.MaxPool2d(2)),
+            *stage(("C4", block(w3, w4)), ("C5", block(w4, w4)), ("C6", block(w4, w4))),
+            ("c7", nn.Conv2d(w4, w7, 1, bias=False)), ("P2", nn.MaxPool2d(2)),
+            *stage(("C8", block(w7, w8)), ("C9", block(w8, w8)), ("C10", block(w8, w8))),
+            ("GAP", nn.AdaptiveAvgPool2d(1)),
+            ("c11", nn.Conv2d(w8, num_classes, 1)),
+            ("flatten", nn.Flatten()),
+        ]
+        super().__init__(OrderedDict(layers))
+        self.norm, self.groups, self.widths = norm, groups, tuple(widths)
+        n = count_parameters(self)
+        if max_params is not None and n >= max_params:
+            raise ValueError(
+                f"Net(norm={norm!r}, widths={tuple(widths)}) has {n:,} trainable "
+                f"parameters, over the budget of fewer than {max_params:,}. Use smaller "
+                f"widths, or pass max_params=None to lift the budget."
+            )

@@ -1,0 +1,226 @@
+"""Figures of the book, with matplotlib. Every function returns the Figure it draws.
+
+Colours come from the Okabe & Ito (2008) palette, which stays distinguishable with the
+common forms of colour blindness; each normalization keeps one colour throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.ticker import MaxNLocator
+
+from .data import CIFAR10, augment
+from .experiment import Mistake, Result
+
+#: Okabe-Ito colours, one per normalization.
+NORM_COLORS = {"batch": "#0072B2", "layer": "#D55E00", "group": "#009E73",
+               "instance": "#CC79A7", "none": "#000000"}
+#: Readable names for legends and titles.
+NORM_LABELS = {"batch": "BatchNorm", "layer": "LayerNorm", "group": "GroupNorm",
+               "instance": "InstanceNorm", "none": "no norm"}
+
+
+def _as_image(image: torch.Tensor) -> np.ndarray:
+    """uint8 (3, H, W) -> (H, W, 3) array for imshow."""
+    return image.permute(1, 2, 0).cpu().numpy()
+
+
+def plot_curves(results: Result | Sequence[Result], labels: Sequence[str] | None = None):
+    """Loss and accuracy per epoch, train (dashed) and test (solid), for one or more runs.
+
+    Left panel: cross-entropy (nats per image); right panel: accuracy (percent).
+    """
+    results = [results] if isinstance(results, Result) else list(results)
+    labels = labels or [NORM_LABELS[r.config.norm] for r in results]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    for result, label in zip(results, labels):
+        h = result.history
+        epochs = np.arange(1, len(h.seconds) + 1)
+        color = NORM_COLORS[result.config.norm]
+        for split, style in (("train", "--"), ("test", "-")):
+            ax_loss.plot(epochs, getattr(h, f"{split}_loss"), style, color=color,
+                         marker=".", label=f"{label}, {split}")
+            ax_acc.plot(epochs, 100 * np.asarray(getattr(h, f"{split}_accuracy")), style,
+                        color=color, marker=".", label=f"{label}, {split}")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats per image)", title="Loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_acc.legend(fontsize="small", loc="lower right")
+    return fig
+
+
+def plot_misclassified(mistakes: Sequence[Mistake], title: str | None = None, ncols: int = 5):
+    """An annotated grid (2 x 5 for ten images): each image with its true label, the
+    predicted label and the model's confidence in it (percent)."""
+    nrows = -(-len(mistakes) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.0 * ncols, 2.45 * nrows),
+                             layout="constrained", squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, m in zip(axes.flat, mistakes):
+        ax.imshow(_as_image(m.image), interpolation="nearest")
+        ax.set_title(f"true: {m.true}\npredicted: {m.predicted}\n"
+                     f"confidence {m.confidence:.0%}  (#{m.index})", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_samples(data: CIFAR10, per_class: int = 8):
+    """The first ``per_class`` training images of every class, one row per class."""
+    fig, axes = plt.subplots(len(data.classes), per_class,
+                             figsize=(per_class * 0.9, len(data.classes) * 0.95),
+                             layout="constrained")
+    for label, row in enumerate(axes):
+        index = torch.nonzero(data.train_labels == label).flatten()[:per_class]
+        for ax, i in zip(row, index):
+            ax.imshow(_as_image(data.train_images[i]), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(data.classes[label], rotation=0, ha="right", va="center")
+    return fig
+
+
+def plot_augmentation(images: torch.Tensor, versions: int = 5, seed: int = 0):
+    """Each uint8 image (N, 3, H, W) in a row: the original, then ``versions`` random
+    crops (4-pixel zero padding) and flips made by :func:`normlab.augment`."""
+    generator = torch.Generator().manual_seed(seed)
+    fig, axes = plt.subplots(len(images), versions + 1,
+                             figsize=(1.3 * (versions + 1), 1.4 * len(images)),
+                             layout="constrained", squeeze=False)
+    columns = [images] + [augment(images, generator=generator) for _ in range(versions)]
+    for j, batch in enumerate(columns):
+        axes[0, j].set_title("original" if j == 0 else f"augmented {j}", fontsize=9)
+        for i, image in enumerate(batch):
+            axes[i, j].imshow(_as_image(image), interpolation="nearest")
+            axes[i, j].axis("off")
+    return fig
+
+
+def plot_norm_axes(n: int = 4, c: int = 8, hw: int = 5, groups: int = 2):
+    """The N-C-H,W cube of Wu & He (2018, Figure 2) for batch, layer, instance and group
+    norm: the cells shaded in colour share one mean and variance."""
+    selections = {
+        "batch": (slice(None), slice(0, 1), slice(None)),
+        "layer": (slice(0, 1), slice(None), slice(None)),
+        "instance": (slice(0, 1), slice(0, 1), slice(None)),
+        "group": (slice(0, 1), slice(0, c // groups), slice(None)),
+    }
+    fig = plt.figure(figsize=(13, 4.2), layout="constrained")
+    for k, (norm, selection) in enumerate(selections.items()):
+        ax = fig.add_subplot(1, 4, k + 1, projection="3d")
+        filled = np.ones((n, c, hw), dtype=bool)
+        colors = np.full(filled.shape, "#e8e8e8", dtype=object)
+        colors[selection] = NORM_COLORS[norm]
+        # axes: x = N (batch), y = C (channels), z = H, W (flattened spatial)
+        ax.voxels(filled, facecolors=colors, edgecolor="#666666", linewidth=0.3)
+        ax.set_xlabel("N (batch)", fontsize=11, labelpad=-8)
+        ax.set_ylabel("C (channels)", fontsize=11, labelpad=-8)
+        ax.set_zlabel("H, W", fontsize=11, labelpad=-8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_zticks([])
+        ax.set_box_aspect((n, c, hw))
+        ax.view_init(elev=22, azim=-58)
+        name = NORM_LABELS[norm] + (f" ({groups} groups)" if norm == "group" else "")
+        ax.set_title(name, fontsize=13)
+    return fig
+
+
+def plot_receptive_field(table: pd.DataFrame, image_size: int = 32):
+    """Receptive field (input pixels, one axis) after each layer of a
+    :func:`normlab.receptive_field` table, with the image size for reference."""
+    rows = table[table.layer != "output"]
+    names = [name.split(".")[-2] if name.endswith(".conv") else name for name in rows.layer]
+    fields = [f if np.isscalar(f) else max(f) for f in rows.receptive_field]
+    fig, ax = plt.subplots(figsize=(9, 3.6), layout="constrained")
+    ax.plot(range(len(fields)), fields, "o-", color=NORM_COLORS["batch"], label="receptive field")
+    ax.axhline(image_size, color="#999999", linestyle=":", label=f"image size ({image_size} px)")
+    for x, f in enumerate(fields):
+        ax.annotate(str(f), (x, f), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set(xlabel="layer", ylabel="receptive field (pixels)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_confusion(results: Sequence[Result], classes: Sequence[str]):
+    """Row-normalized confusion matrices (percent of each true class) side by side."""
+    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.4),
+                             layout="constrained", squeeze=False)
+    for ax, result in zip(axes[0], results):
+        k = len(classes)
+        predicted = result.test_probs.argmax(dim=1)
+        matrix = torch.zeros(k, k).index_put_((result.test_labels, predicted),
+                                              torch.ones(len(predicted)), accumulate=True)
+        matrix = 100 * matrix / matrix.sum(dim=1, keepdim=True).clamp_min(1)
+        ax.imshow(matrix, cmap="cividis", vmin=0, vmax=100)
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{matrix[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="black" if matrix[i, j] > 50 else "white")
+        ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+        ax.set(xlabel="predicted class", ylabel="true class",
+               title=f"{NORM_LABELS[result.config.norm]} (% of true class)")
+    return fig
+
+
+def plot_batch_size_sweep(results: Sequence[Result]):
+    """Test error (percent) against the training batch size (log scale), one line per
+    norm: the layout of Wu & He 2018, Figure 1."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    by_norm: dict[str, list[Result]] = {}
+    for result in results:
+        by_norm.setdefault(result.config.norm, []).append(result)
+    for norm, runs in by_norm.items():
+        runs = sorted(runs, key=lambda r: r.config.batch_size)
+        sizes = [r.config.batch_size for r in runs]
+        ax.plot(sizes, [100 * (1 - r.test_accuracy) for r in runs], marker="o",
+                color=NORM_COLORS[norm], label=NORM_LABELS[norm])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set(xlabel="batch size (images per step)", ylabel="test error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_activation_statistics(stats: dict[str, pd.DataFrame], over: str = "channel"):
+    """What each normalization does to the activations it receives.
+
+    ``stats`` maps a norm to its :func:`normlab.probes.activation_statistics` table. One
+    column of panels per norm; top row the means, bottom row the standard deviations of
+    each ``over`` unit (one dot per channel or sample), before (grey) and after (the
+    norm's colour) each layer's normalization.
+    """
+    fig, axes = plt.subplots(2, len(stats), figsize=(3.4 * len(stats), 5.2),
+                             layout="constrained", sharex=True, squeeze=False)
+    rng = np.random.default_rng(0)
+    for column, (norm, table) in enumerate(stats.items()):
+        layers = list(dict.fromkeys(table["layer"]))
+        for row, value in enumerate(("mean", "std")):
+            ax = axes[row, column]
+            for where, shift, color in (("before", -0.18, "#999999"),
+                                        ("after", 0.18, NORM_COLORS[norm])):
+                part = table[table["where"] == where]
+                x = part["layer"].map(layers.index).to_numpy() + shift
+                ax.scatter(x + rng.uniform(-0.1, 0.1, len(x)), part[value], s=4,
+                           color=color, alpha=0.6, label=where, rasterized=True)
+            ax.set_xticks(range(len(layers)), layers, fontsize=8)
+            ax.grid(alpha=0.3)
+            if column == 0:
+                ax.set_ylabel(f"{value} per {over}")
+        axes[0, column].set_title(NORM_LABELS[norm])
+        axes[1, column].set_xlabel("layer")
+    axes[0, 0].legend(fontsize="small", markerscale=3)
+    return fig

@@ -1,0 +1,155 @@
+"""Receptive field of every layer of a CNN, by the recurrence of Araujo et al. (2019).
+
+For a layer with kernel k, stride s, padding p and dilation d (effective kernel
+k' = d (k - 1) + 1), going from layer l-1 to layer l, along each spatial axis:
+
+    jump        j_l = j_{l-1} * s                               (Eq. 1: cumulative stride)
+    field       r_l = r_{l-1} + (k' - 1) * j_{l-1}              (Eq. 2)
+    start       c_l = c_{l-1} + ((k' - 1) / 2 - p) * j_{l-1}    (centre of the first unit)
+    output      n_l = floor((n_{l-1} + 2p - k') / s) + 1
+
+with j_0 = 1, r_0 = 1, c_0 = 0 (input pixel centres at 0, 1, ..., n_0 - 1). Every
+unit of layer l sees the input pixels [c - (r - 1) / 2, c + (r - 1) / 2] around its
+centre c = c_l + i * j_l (the span may reach into the padding).
+
+Multi-path networks (residual additions, concatenations) are handled by tracing the
+model with :mod:`torch.fx`: where paths meet, the spans of the first unit are united
+(their jumps must agree). Layers that do not change the spatial grid (normalization,
+activations, 1x1 convolutions) keep the field. Normalization layers that compute
+statistics over space (batch, layer, group and instance norm in training) in fact let
+every output depend on the whole image; the table reports the field of the convolution
+and pooling path, the quantity the literature calls the receptive field.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, replace
+
+import pandas as pd
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+COLUMNS = ["layer", "kernel", "stride", "padding", "dilation", "jump", "receptive_field",
+           "output_size", "start"]
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """Receptive-field state of one spatial axis: jump, field, start, size."""
+
+    jump: int
+    field: int
+    start: float
+    size: int
+
+    def through(self, kernel: int, stride: int, padding: int, dilation: int) -> "_Axis":
+        effective = dilation * (kernel - 1) + 1
+        return _Axis(self.jump * stride,
+                     self.field + (effective - 1) * self.jump,
+                     self.start + ((effective - 1) / 2 - padding) * self.jump,
+                     (self.size + 2 * padding - effective) // stride + 1)
+
+    def union(self, other: "_Axis") -> "_Axis":
+        if self.jump != other.jump or self.size != other.size:
+            raise ValueError(f"Paths meet with different grids ({self} vs {other}).")
+        low = min(self.start - (self.field - 1) / 2, other.start - (other.field - 1) / 2)
+        high = max(self.start + (self.field - 1) / 2, other.start + (other.field - 1) / 2)
+        return _Axis(self.jump, int(high - low + 1), (low + high) / 2, self.size)
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _geometry(module: nn.Module, in_size: tuple[int, int], out_size: tuple[int, int]):
+    """(kernel, stride, padding, dilation) pairs of a spatial layer, or None if the
+    layer keeps the grid. Raises NotImplementedError for other layers that change it."""
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        dilation = getattr(module, "dilation", 1)
+        return (_pair(module.kernel_size), _pair(module.stride), _pair(module.padding),
+                _pair(dilation))
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        if any(i % o for i, o in zip(in_size, out_size)):
+            raise NotImplementedError(
+                f"{module} maps {in_size} to {out_size}, which is not a whole-number "
+                f"pooling; receptive fields are defined for uniform grids only.")
+        stride = tuple(i // o for i, o in zip(in_size, out_size))
+        return stride, stride, (0, 0), (1, 1)
+    if in_size == out_size:
+        return None
+    raise NotImplementedError(f"Don't know the receptive field of {type(module).__name__}, "
+                              f"which maps {in_size} to {out_size}.")
+
+
+def _spatial(node: fx.Node) -> tuple[int, int] | None:
+    meta = node.meta.get("tensor_meta")
+    shape = getattr(meta, "shape", None)
+    return tuple(shape[-2:]) if shape is not None and len(shape) == 4 else None
+
+
+def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)
+                    ) -> pd.DataFrame:
+    """Layer-by-layer receptive-field table of ``model`` for inputs (C, H, W).
+
+    One row per convolution and pooling layer (a layer that changes the grid or the field),
+    in execution order, and a last row ``output`` for the network's output. Columns:
+    ``layer`` (module name), ``kernel``, ``stride``, ``padding``, ``dilation`` (of the
+    layer), ``jump`` (cumulative stride, input pixels between neighbouring units),
+    ``receptive_field`` (input pixels), ``output_size`` (units per axis), ``start``
+    (input coordinate of the centre of the first unit). Square values are shown as one
+    number, others as ``(height, width)``; the ``output`` row leaves the layer columns
+    empty.
+
+    Raises:
+        NotImplementedError: a layer changes the grid in a way the table cannot express.
+        ValueError: paths with different grids are added or concatenated.
+    """
+    graph_module = fx.symbolic_trace(model)
+    was_training = model.training
+    model.eval()
+    ShapeProp(graph_module).propagate(torch.zeros(1, *input_size))
+    model.train(was_training)
+    modules = dict(graph_module.named_modules())
+    state: dict[fx.Node, tuple[_Axis, _Axis]] = {}
+    rows = []
+    for node in graph_module.graph.nodes:
+        if node.op == "placeholder":
+            state[node] = tuple(_Axis(1, 1, 0.0, n) for n in input_size[1:])
+            continue
+        inputs = [state[a] for a in node.all_input_nodes if a in state]
+        if node.op == "output" or not inputs:
+            if node.op == "output":
+                rows.append(_row("output", inputs[0], None))
+            continue
+        axes = inputs[0]
+        for other in inputs[1:]:
+            axes = tuple(a.union(b) for a, b in zip(axes, other))
+        if node.op == "call_module":
+            out_size = _spatial(node)
+            if out_size is None:   # flattened: the field of the last grid carries on
+                state[node] = axes
+                continue
+            geometry = _geometry(modules[node.target], (axes[0].size, axes[1].size), out_size)
+            if geometry is not None:
+                # the output size comes from the traced shapes (exact with ceil_mode too)
+                axes = tuple(replace(a.through(*g), size=n)
+                             for a, g, n in zip(axes, zip(*geometry), out_size))
+                rows.append(_row(node.target, axes, geometry))
+        elif _spatial(node) not in (None, (axes[0].size, axes[1].size)) and node.target not in (
+                operator.add, torch.add, torch.cat):
+            raise NotImplementedError(f"Don't know the receptive field of {node.target}.")
+        state[node] = axes
+    return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
+
+
+def _row(name: str, axes: tuple[_Axis, _Axis], geometry) -> dict:
+    def show(pair):
+        return pair[0] if pair[0] == pair[1] else tuple(pair)
+
+    kernel, stride, padding, dilation = geometry or (("", ""),) * 4
+    return {"layer": name, "kernel": show(kernel), "stride": show(stride),
+            "padding": show(padding), "dilation": show(dilation),
+            "jump": show([a.jump for a in axes]), "receptive_field": show([a.field for a in axes]),
+            "output_size": show([a.size for a in axes]), "start": show([a.start for a in axes])}

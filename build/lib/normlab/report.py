@@ -1,0 +1,75 @@
+"""Tables for the book and the command line, and ``glue`` for numbers in the prose.
+
+Every number the book prints in its text is glued from these functions (myst-nb's
+``glue``), never typed by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from .experiment import Result
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """Store ``value`` under ``name`` for the book's ``{glue}`` roles (myst-nb). Where
+    myst-nb is not installed (Colab), shows the value when ``display`` is true."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as show
+            show(value)
+        return
+    myst_glue(name, value, display=display)
+
+
+def accuracy_table(results: Sequence[Result]) -> pd.DataFrame:
+    """One row per result: norm, seed, trainable parameters, final train and test
+    accuracy (percent), mean seconds per epoch and total seconds."""
+    return pd.DataFrame([{
+        "norm": r.config.norm, "seed": r.config.seed, "parameters": r.parameters,
+        "train accuracy (%)": round(100 * r.train_accuracy, 2),
+        "test accuracy (%)": round(100 * r.test_accuracy, 2),
+        "seconds per epoch": round(r.seconds / len(r.history.seconds), 1),
+        "seconds": round(r.seconds, 1)} for r in results])
+
+
+def per_class_accuracy(results: Sequence[Result], classes: Sequence[str]) -> pd.DataFrame:
+    """Test accuracy (percent) per true class (rows) for each result (columns)."""
+    columns = {}
+    for r in results:
+        correct = (r.test_probs.argmax(dim=1) == r.test_labels).float()
+        counts = torch.bincount(r.test_labels, minlength=len(classes)).clamp_min(1)
+        hits = torch.bincount(r.test_labels, weights=correct, minlength=len(classes))
+        columns[r.config.norm] = (100 * hits.double() / counts).tolist()
+    return pd.DataFrame(columns, index=list(classes)).round(1)
+
+
+def wrong_sets(results: Sequence[Result]) -> dict[str, set[int]]:
+    """Indices of the test images each result gets wrong, by norm."""
+    return {r.config.norm: set(torch.nonzero(r.test_probs.argmax(dim=1) != r.test_labels)
+                               .flatten().tolist()) for r in results}
+
+
+def seed_summary(results: Sequence[Result]) -> pd.DataFrame:
+    """Mean and standard deviation (over seeds, ``ddof=1``) of the final train and test
+    accuracy (percent) per norm, with the number of runs."""
+    table = accuracy_table(results)
+    summary = table.groupby("norm", sort=False)[["train accuracy (%)", "test accuracy (%)"]].agg(
+        ["mean", "std"]).round(2)
+    summary[("runs", "")] = table.groupby("norm", sort=False).size()
+    return summary
+
+
+def accuracy_by(results: Sequence[Result], field: str, rows: str = "norm") -> pd.DataFrame:
+    """Final test accuracy (percent) with one row per value of the config field ``rows``
+    and one column per value of ``field``: the table of an ablation or a sweep."""
+    table = pd.DataFrame([{rows: getattr(r.config, rows), field: getattr(r.config, field),
+                           "test accuracy (%)": round(100 * r.test_accuracy, 2)}
+                          for r in results])
+    return table.pivot_table(index=rows, columns=field, values="test accuracy (%)",
+                             sort=False)

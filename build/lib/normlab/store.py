@@ -1,0 +1,63 @@
+"""Where normlab keeps files, and how it writes them: atomically.
+
+- :func:`cache_dir`: decoded data sets (``$NORMLAB_CACHE``, default ``~/.cache/normlab``).
+- :func:`results_dir`: training results (``$NORMLAB_RESULTS``; default the ``results/``
+  folder of a source checkout, which is committed, else ``~/.cache/normlab/results``).
+
+Every file is written to a temporary name in the same folder and then renamed
+(:func:`os.replace` is atomic on POSIX and Windows), so an interrupted write leaves the
+previous file or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+CACHE_ENV = "NORMLAB_CACHE"
+RESULTS_ENV = "NORMLAB_RESULTS"
+
+
+def cache_dir() -> Path:
+    """Folder for decoded data (created on demand)."""
+    path = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "normlab").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def results_dir() -> Path:
+    """Folder for training results (created on demand)."""
+    checkout = Path(__file__).resolve().parents[1]
+    default = (checkout / "results" if (checkout / "pyproject.toml").exists()
+               else cache_dir() / "results")
+    path = Path(os.environ.get(RESULTS_ENV) or default).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` through a temporary file and a rename. Load such files
+    with ``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists and
+    dicts only, never code."""
+    _atomic_write(Path(path), lambda f: torch.save(obj, f))
+
+
+def atomic_write_json(obj, path: str | os.PathLike) -> None:
+    """Write ``obj`` as indented JSON through a temporary file and a rename."""
+    _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))

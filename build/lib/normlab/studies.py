@@ -1,0 +1,78 @@
+"""The experiments beyond the main comparison, as lists of :class:`Config`.
+
+- :func:`batch_size_sweep`: every norm of :data:`SWEEP_NORMS` at every batch size of
+  :data:`SWEEP_BATCH_SIZES`, the learning rate scaled linearly with the batch size
+  (:func:`scaled_lr`); the CIFAR-scale version of Wu & He 2018, Figure 1.
+- :func:`ablations`: one change at a time to the book's model (residual additions off,
+  normalization before the ReLU, the group count of group norm).
+
+Both run in a smaller setting than the main models (:data:`STUDY_SIZES`: a training
+subset and fewer epochs, per profile) so that the whole study fits in about an hour on a
+2-core CPU. Results are cached and committed like the main runs (same folder, same keys).
+"""
+
+from __future__ import annotations
+
+from .experiment import Config, current_profile
+
+#: Training sizes of the studies, per profile (the test split is whole in ``full``).
+STUDY_SIZES = {
+    "full": {"epochs": 10, "train_subset": 10_000},
+    "smoke": {"epochs": 1, "train_subset": 1000, "test_subset": 1000},
+}
+SWEEP_BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128)
+#: Instance norm is left out: in the assignment's order (norm after the ReLU, right before
+#: global average pooling) it makes every pooled feature equal to its affine shift, so the
+#: network cannot see its input (the ablations show it, and the fix).
+SWEEP_NORMS = ("batch", "group", "layer", "none")
+#: The batch size the main recipe's learning rate (``Config.lr``) is tuned for.
+REFERENCE_BATCH_SIZE = 256
+#: The batch size of the ablations (the sweep's largest).
+ABLATION_BATCH_SIZE = 128
+#: Group counts of the group-norm ablation: they must divide every width of the network
+#: (16, 24, 32): 1 is layer norm; instance norm (one channel per group) is the other end.
+ABLATION_GROUPS = (1, 2, 4, 8)
+
+
+def scaled_lr(batch_size: int, base_lr: float = Config.lr,
+              reference: int = REFERENCE_BATCH_SIZE) -> float:
+    """The linear scaling rule (Goyal et al. 2017, Sec. 2.1): ``base_lr * batch_size /
+    reference``. Wu & He 2018 train every batch size of their Figure 1 this way."""
+    return base_lr * batch_size / reference
+
+
+def study_config(norm: str, batch_size: int = ABLATION_BATCH_SIZE,
+                 profile: str | None = None, **overrides) -> Config:
+    """The book's recipe for ``norm`` in the study setting of ``profile`` (default: the
+    current profile) at ``batch_size``, with the learning rate scaled to it; ``overrides``
+    change any other field."""
+    profile = profile or current_profile()
+    return Config(norm=norm, profile=profile, batch_size=batch_size,
+                  lr=scaled_lr(batch_size),
+                  **{"download": True, **STUDY_SIZES[profile], **overrides})
+
+
+def batch_size_sweep(profile: str | None = None, **overrides) -> list[Config]:
+    """One config per (norm, batch size), norms outermost."""
+    return [study_config(norm, batch_size, profile, **overrides)
+            for norm in SWEEP_NORMS for batch_size in SWEEP_BATCH_SIZES]
+
+
+def ablations(profile: str | None = None, **overrides) -> dict[str, list[Config]]:
+    """The ablation studies, by name; each list includes the unchanged models.
+
+    - ``residual``: batch, layer and group norm, with and without residual additions.
+    - ``order``: batch, layer, group and instance norm, conv-ReLU-norm (the assignment's
+      order) and conv-norm-ReLU.
+    - ``groups``: group norm with each of :data:`ABLATION_GROUPS`, then instance norm.
+    """
+    def config(norm, **changes):
+        return study_config(norm, profile=profile, **{**overrides, **changes})
+
+    book = ("batch", "layer", "group")
+    return {
+        "residual": [config(n, residual=r) for r in (True, False) for n in book],
+        "order": [config(n, order=o) for o in ("conv-relu-norm", "conv-norm-relu")
+                  for n in (*book, "instance")],
+        "groups": [config("group", groups=g) for g in ABLATION_GROUPS] + [config("instance")],
+    }

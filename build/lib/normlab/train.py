@@ -1,0 +1,232 @@
+"""Training and evaluation: :func:`fit`, :func:`evaluate`, :func:`predict`.
+
+The device and the precision are chosen once (:func:`choose_device`,
+:func:`choose_precision`) and used for the whole run. Data stays uint8 on the device;
+each batch is augmented (:func:`normlab.data.augment`), converted and normalized there.
+The model runs in channels_last memory format, under bf16 autocast where the hardware
+supports it (normalization statistics are then still computed in fp32 by PyTorch's
+autocast policy), with SGD + Nesterov momentum and the OneCycle learning-rate schedule
+(Smith & Topin 2019).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import CIFAR10, augment, batches, channel_stats, normalize
+
+if TYPE_CHECKING:
+    from .experiment import Config
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def choose_device(device: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; any other value is passed to torch."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def choose_precision(precision: str, device: torch.device) -> torch.dtype:
+    """Compute dtype for ``precision`` (``auto``, ``fp32`` or ``bf16``) on ``device``.
+
+    ``auto`` is bf16 where the hardware computes it natively (CUDA GPUs with bf16 support;
+    CPUs with AVX512-BF16 or AMX, as oneDNN reports) and fp32 elsewhere.
+
+    Raises:
+        ValueError: an unknown precision name.
+    """
+    if precision == "auto":
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        else:
+            native = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return torch.bfloat16 if native else torch.float32
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown value {precision!r} for argument precision. "
+                         f"Valid values are auto, {', '.join(PRECISIONS)}.")
+    return PRECISIONS[precision]
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of a training run; every list has one entry per epoch.
+
+    Losses are mean cross-entropy per image (nats); accuracies are fractions in [0, 1];
+    ``train_*`` are running values over the epoch's augmented batches, ``test_*`` are
+    measured after the epoch; ``lr`` is the learning rate at the epoch's last step;
+    ``seconds`` is the wall time of the epoch, training and test evaluation.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def append(self, **metrics: float) -> None:
+        for name, value in metrics.items():
+            getattr(self, name).append(float(value))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return asdict(self)
+
+    def rows(self) -> list[dict[str, float]]:
+        """One dict per epoch (``epoch`` counted from 1), for tables."""
+        columns = self.to_dict()
+        return [{"epoch": i + 1, **{k: v[i] for k, v in columns.items()}}
+                for i in range(len(self.seconds))]
+
+
+class Pipeline:
+    """The per-batch path from uint8 images to model inputs, on one device and dtype.
+
+    Holds the training split's channel ``mean`` and ``std`` (3,), fractions of 255, and
+    the memory format of the inputs (channels_last unless told otherwise).
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
+                 dtype: torch.dtype, memory_format: torch.memory_format = torch.channels_last):
+        self.mean, self.std, self.device, self.dtype = mean, std, device, dtype
+        self.memory_format = memory_format
+
+    @classmethod
+    def for_config(cls, config: "Config", data: CIFAR10) -> "Pipeline":
+        """The pipeline ``config`` trains with: its device and precision, and the channel
+        statistics of ``data``'s training split."""
+        device = choose_device(config.device)
+        return cls(*channel_stats(data.train_images), device,
+                   choose_precision(config.precision, device))
+
+    def inputs(self, images: torch.Tensor, augment_with: torch.Generator | None = None):
+        """uint8 (N, 3, H, W) -> normalized ``dtype`` (N, 3, H, W) in the pipeline's memory
+        format, on the device; augmented (crop + flip) when a generator is given."""
+        images = images.to(self.device, non_blocking=True)
+        if augment_with is not None:
+            images = augment(images, generator=augment_with)
+        x = normalize(images, self.mean, self.std, self.dtype)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype,
+                              enabled=self.dtype != torch.float32)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, pipeline: Pipeline,
+            batch_size: int = 1000) -> torch.Tensor:
+    """Class probabilities (N, num_classes), float32 on the CPU, for uint8 images
+    (N, 3, H, W), with the model in evaluation mode (batch norm uses running statistics)."""
+    model.eval()
+    probs = []
+    for x, _ in batches(images, images, batch_size):
+        with pipeline.autocast():
+            logits = model(pipeline.inputs(x))
+        probs.append(logits.float().softmax(dim=1).cpu())
+    return torch.cat(probs)
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             pipeline: Pipeline, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy (nats per image) and accuracy (fraction) on uint8 images
+    (N, 3, H, W) with int64 labels (N,), in evaluation mode."""
+    probs = predict(model, images, pipeline, batch_size)
+    loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
+    return loss, (probs.argmax(dim=1) == labels).float().mean().item()
+
+
+def make_optimizer(model: nn.Module, config: "Config", steps: int):
+    """SGD with Nesterov momentum and the OneCycle schedule over ``steps`` steps.
+
+    Weight decay applies to convolution weights only, not to normalization parameters or
+    biases (decaying the affine scale of a normalized layer only changes its effective
+    learning rate).
+
+    Raises:
+        ValueError: too few steps for the warm-up and the annealing phase of OneCycle.
+    """
+    if config.pct_start * steps <= 1:
+        raise ValueError(f"OneCycle needs more than {1 / config.pct_start:g} steps with "
+                         f"pct_start={config.pct_start}, got {steps}: train on more images "
+                         f"or epochs, or use a smaller batch size.")
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, momentum=config.momentum, nesterov=True)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=steps, pct_start=config.pct_start)
+    return optimizer, schedule
+
+
+def fit(model: nn.Module, data: CIFAR10, config: "Config", pipeline: Pipeline | None = None,
+        progress: bool = True) -> History:
+    """Train ``model`` on ``data`` for ``config.epochs`` epochs; evaluate on the test split
+    after each epoch. Returns the :class:`History`.
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite; the message names the epoch
+            and the step.
+    """
+    pipeline = pipeline or Pipeline.for_config(config, data)
+    device = pipeline.device
+    model.to(device, memory_format=torch.channels_last)
+    train_images, train_labels = data.train_images.to(device), data.train_labels.to(device)
+    generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = -(-len(train_labels) // config.batch_size)
+    optimizer, schedule = make_optimizer(model, config, config.epochs * steps_per_epoch)
+    history = History()
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        bar = tqdm(batches(train_images, train_labels, config.batch_size, shuffle=True,
+                           generator=generator),
+                   total=steps_per_epoch, desc=f"{model.norm} epoch {epoch}/{config.epochs}",
+                   disable=not progress, leave=False)
+        for step, (images, labels) in enumerate(bar, start=1):
+            x = pipeline.inputs(images, augment_with=generator if config.augment else None)
+            with pipeline.autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"Loss became {loss.item()} at epoch {epoch}, step {step} "
+                    f"(norm={model.norm}, lr={schedule.get_last_lr()[0]:.4g}): lower Config.lr, "
+                    f"or check the input data.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.argmax(dim=1) == labels).sum()
+        n = len(train_labels)
+        test_loss, test_accuracy = evaluate(model, data.test_images, data.test_labels, pipeline)
+        history.append(train_loss=loss_sum.item() / n, train_accuracy=correct.item() / n,
+                       test_loss=test_loss, test_accuracy=test_accuracy,
+                       lr=schedule.get_last_lr()[0], seconds=time.perf_counter() - start)
+        if progress:
+            tqdm.write(_format_epoch(model.norm, epoch, history))
+    return history
+
+
+def _format_epoch(norm: str, epoch: int, history: History) -> str:
+    row = history.rows()[-1]
+    return (f"{norm:>8} epoch {epoch:2d}  train loss {row['train_loss']:.3f} "
+            f"acc {row['train_accuracy']:.2%}  test loss {row['test_loss']:.3f} "
+            f"acc {row['test_accuracy']:.2%}  lr {row['lr']:.3g}  {row['seconds']:.1f}s")

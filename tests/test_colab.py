@@ -1,0 +1,78 @@
+"""A chapter run the way Colab runs it: a fresh environment with only torch, torchvision
+and matplotlib (and the Jupyter kernel), where the chapter's first cell installs normlab.
+
+The install cell names the repository of ``_config.yml``; here it installs the local
+checkout instead, as it would install the repository. The fresh virtual environment gets
+its packages from the package index (pip's cache makes the second run fast). Needs
+``$NORMLAB_DATA`` (there is no download here), and runs in the smoke profile.
+"""
+
+import os
+import subprocess
+import venv
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = os.environ.get("NORMLAB_DATA")  # read before the autouse fixture clears it
+COLAB_PACKAGES = ["torch", "torchvision", "matplotlib", "ipykernel"]
+CHAPTER = ROOT / "book" / "batchnorm.ipynb"
+
+
+def repository_url() -> str:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+
+
+def test_every_install_cell_installs_the_configured_repository():
+    for chapter in sorted((ROOT / "book").glob("*.ipynb")):
+        first = nbformat.read(chapter, as_version=4).cells[0]
+        assert "remove-cell" in first.metadata.get("tags", []), chapter.name
+        assert f"git+{repository_url()}" in first.source, (
+            f"{chapter.name}: the install cell must install {repository_url()}")
+
+
+@pytest.fixture(scope="module")
+def colab_python(tmp_path_factory) -> Path:
+    """A fresh virtual environment with only what Colab has; returns its python."""
+    folder = tmp_path_factory.mktemp("colab") / "venv"
+    venv.create(folder, with_pip=True)
+    python = folder / "bin" / "python"
+    subprocess.run([python, "-m", "pip", "install", "--quiet", *COLAB_PACKAGES], check=True)
+    return python
+
+
+@pytest.mark.skipif(not DATA, reason="NORMLAB_DATA is not set (nothing can be downloaded)")
+def test_chapter_runs_in_a_fresh_colab_like_environment(colab_python, tmp_path, monkeypatch):
+    def python(code):  # outside the checkout, so that the local normlab/ is not imported
+        return subprocess.run([colab_python, "-c", code], capture_output=True, text=True,
+                              cwd=tmp_path)
+
+    assert "No module named 'normlab'" in python("import normlab").stderr
+
+    kernels = tmp_path / "jupyter" / "kernels" / "colab"
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(
+        f'{{"argv": ["{colab_python}", "-m", "ipykernel_launcher", "-f", "{{connection_file}}"],'
+        f' "display_name": "colab", "language": "python"}}')
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("NORMLAB_DATA", DATA)
+    monkeypatch.setenv("NORMLAB_PROFILE", "smoke")
+
+    notebook = nbformat.read(CHAPTER, as_version=4)
+    install = notebook.cells[0]
+    install.source = install.source.replace(f"git+{repository_url()}", ROOT.as_uri())
+    NotebookClient(notebook, kernel_name="colab", timeout=600,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors
+    installed = python("import normlab; print(normlab.__file__)").stdout
+    assert "site-packages" in installed, "normlab must come from the install cell"
+    figures = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+               if "image/png" in o.get("data", {})]
+    assert figures, "the chapter draws its figures"
