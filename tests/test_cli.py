@@ -32,7 +32,7 @@ def test_missing_data_is_a_clear_error(tmp_path):
 
 
 def test_reproduce_trains_every_book_model_per_seed(image_folder, capsys):
-    main(["reproduce", "--epochs", "1", "--batch-size", "16", "--seeds", "0", "1",
+    main(["reproduce", "--parts", "main", "--epochs", "1", "--batch-size", "16", "--seeds", "0", "1",
           "--data", str(image_folder)])
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [line.split()[:2] for line in lines[-6:]]  # the table after the epoch lines
