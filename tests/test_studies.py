@@ -5,12 +5,14 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from normlab import Config
+from normlab import Config, run
 from normlab.data import channel_stats
 from normlab.model import Net
 from normlab.norms import batch_norm
+from normlab.plots import plot_batch_size_sweep
 from normlab.probes import (activation_statistics, batch_statistics_accuracy, norm_layers,
                             with_batch_statistics)
+from normlab.report import accuracy_by
 from normlab.studies import (SWEEP_BATCH_SIZES, SWEEP_NORMS, ablations, batch_size_sweep,
                              study_config)
 from normlab.train import Pipeline, make_optimizer
@@ -99,3 +101,16 @@ def test_batch_statistics_normalize_with_the_batch_and_keep_the_original(inputs)
     table = batch_statistics_accuracy(model, images, labels, pipeline, (1, 8, 40))
     assert table["running statistics"].nunique() == 1     # per-image in evaluation
     assert list(table["batch size"]) == [1, 8, 40]
+
+
+def test_sweep_table_and_figure_show_every_run(tiny_data):
+    configs = [Config(norm=norm, batch_size=b, epochs=1, lr=0.05, widths=(8,) * 6)
+               for norm in ("batch", "group") for b in (8, 32)]
+    results = [run(c, tiny_data, progress=False) for c in configs]
+    table = accuracy_by(results, "batch_size")
+    assert list(table.index) == ["batch", "group"] and list(table.columns) == [8, 32]
+    assert table.loc["group", 8] == round(100 * results[2].test_accuracy, 2)
+    lines = plot_batch_size_sweep(results).axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["BatchNorm", "GroupNorm"]
+    assert list(lines[1].get_xdata()) == [8, 32]
+    assert list(lines[1].get_ydata()) == [100 * (1 - r.test_accuracy) for r in results[2:]]
