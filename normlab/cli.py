@@ -23,11 +23,9 @@ from .model import Net
 from .norms import DEFAULT_GROUPS, NORM_NAMES
 from .receptive_field import receptive_field
 from .report import accuracy_table
-from .studies import ablations, batch_size_sweep
+from .studies import BOOK_NORMS, BOOK_SEEDS, book_parts
 
-BOOK_NORMS = ("batch", "layer", "group")
-BOOK_SEEDS = (0, 1, 2)
-REPRODUCE_PARTS = ("main", "precision", "ablations", "sweep")
+REPRODUCE_PARTS = tuple(book_parts("smoke"))
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,24 +123,18 @@ def _main_results(args: argparse.Namespace) -> list:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    """Train the parts of the book ``args.parts`` names, printing a table per part."""
-    def study(configs):
-        return [run(_with_args(args, c), retrain=args.retrain) for c in configs]
-
-    parts = {
-        "main": lambda: _main_results(args),
-        "precision": lambda: [run(config_from_args(args, "batch", precision=p, seed=0),
-                                  retrain=args.retrain) for p in ("fp32", "bf16")],
-        "ablations": lambda: study(c for configs in ablations(args.profile).values()
-                                   for c in configs),
-        "sweep": lambda: study(batch_size_sweep(args.profile)),
-    }
-    for part in args.parts:
-        print(f"\n{part}:\n{accuracy_table(parts[part]()).to_string(index=False)}", flush=True)
+    """Train the parts of the book that ``args.parts`` names, printing a table per part.
+    The recipe flags (``--epochs``, ``--lr`` ...) change the main models only."""
+    for part, configs in book_parts(args.profile, tuple(args.seeds)).items():
+        if part not in args.parts:
+            continue
+        if part == "main":
+            configs = [config_from_args(args, c.norm, seed=c.seed) for c in configs]
+        results = [run(_with_args(args, c), retrain=args.retrain) for c in configs]
+        print(f"\n{part}:\n{accuracy_table(results).to_string(index=False)}", flush=True)
 
 
 def _with_args(args: argparse.Namespace, config: Config) -> Config:
-    """``config`` with where and how to run taken from the command line."""
-    where = {k: getattr(args, k) for k in ("data", "device", "precision")
-             if getattr(args, k) is not None}
+    """``config`` with where to run taken from the command line."""
+    where = {k: getattr(args, k) for k in ("data", "device") if getattr(args, k) is not None}
     return replace(config, download=bool(args.download), **where)

@@ -3,6 +3,8 @@
 - :func:`batch_size_sweep`: every norm of :data:`SWEEP_NORMS` at every batch size of
   :data:`SWEEP_BATCH_SIZES`, the learning rate scaled linearly with the batch size
   (:func:`scaled_lr`); the CIFAR-scale version of Wu & He 2018, Figure 1.
+- :func:`book_parts`: everything the book shows, by part (what ``python -m normlab
+  reproduce`` trains).
 - :func:`ablations`: one change at a time to the book's model (residual additions off,
   normalization before the ReLU, the group count of group norm).
 
@@ -13,7 +15,13 @@ subset and fewer epochs, per profile) so that the whole study fits in about an h
 
 from __future__ import annotations
 
-from .experiment import Config, current_profile
+from .experiment import Config, book_config, current_profile
+
+#: The main models of the book, and the seeds each is trained with.
+BOOK_NORMS = ("batch", "layer", "group")
+BOOK_SEEDS = (0, 1, 2)
+#: Precisions the batch-norm model is compared in.
+PRECISIONS = ("fp32", "bf16")
 
 #: Training sizes of the studies, per profile (the test split is whole in ``full``).
 STUDY_SIZES = {
@@ -75,4 +83,17 @@ def ablations(profile: str | None = None, **overrides) -> dict[str, list[Config]
         "order": [config(n, order=o) for o in ("conv-relu-norm", "conv-norm-relu")
                   for n in (*book, "instance")],
         "groups": [config("group", groups=g) for g in ABLATION_GROUPS] + [config("instance")],
+    }
+
+
+def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
+               ) -> dict[str, list[Config]]:
+    """Every config the book shows, by part: ``main`` (:data:`BOOK_NORMS` once per seed),
+    ``precision`` (batch norm, seed 0, in each of :data:`PRECISIONS`), ``ablations``
+    (:func:`ablations`, repeats included) and ``sweep`` (:func:`batch_size_sweep`)."""
+    return {
+        "main": [book_config(norm, profile, seed=seed) for seed in seeds for norm in BOOK_NORMS],
+        "precision": [book_config("batch", profile, precision=p) for p in PRECISIONS],
+        "ablations": [c for configs in ablations(profile).values() for c in configs],
+        "sweep": batch_size_sweep(profile),
     }

@@ -2,12 +2,14 @@
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import normlab
 from normlab.experiment import cache_key, load_result, result_paths
+from normlab.studies import book_parts
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = os.environ.get("NORMLAB_DATA")  # read before the autouse fixture clears it
@@ -40,3 +42,20 @@ def test_committed_results_match_the_book_configuration(norm, monkeypatch):
         f"`python -m normlab reproduce` and commit results/full/.")
     record = json.loads(record_path.read_text())
     assert record["epochs"] == config.epochs <= 20 and record["test_accuracy"] > 0.70
+
+
+@pytest.mark.skipif(not DATA, reason="NORMLAB_DATA is not set")
+def test_committed_results_cover_every_part_of_the_book(monkeypatch):
+    monkeypatch.setenv("NORMLAB_RESULTS", str(ROOT / "results"))
+    data = {}
+    missing = []
+    for part, configs in book_parts("full").items():
+        for config in configs:
+            config = replace(config, data=DATA)
+            key = (config.train_subset, config.test_subset)
+            if key not in data:
+                data[key] = normlab.prepare_data(config)
+            if load_result(config, data[key]) is None:
+                missing.append(f"{part}: {config}")
+    assert not missing, ("Not committed (run `python -m normlab reproduce` and commit "
+                         "results/full/):\n" + "\n".join(missing))
