@@ -1,0 +1,67 @@
+"""Why are group and layer norm slower than batch norm on a CPU? Time each norm layer alone.
+
+Times forward + backward of one normalization layer (``normlab.make_norm``) on the
+activation shapes of the book's network at batch size 256, for each memory format
+(channels_last, as ``fit`` uses, and contiguous NCHW) and input dtype (fp32, and bf16 as
+the convolutions hand it over under autocast). Repeats are interleaved across the
+variants, so that a busy machine slows them alike; the median is reported.
+
+Prints one JSON line per (norm, memory format, dtype): milliseconds per forward +
+backward, summed over the network's norm layers (two at 32x32, three at 16x16 and three
+at 8x8 per image, as in ``normlab.Net``).
+
+    python benchmarks/norm_speed.py [--repeats N] [--batch-size B]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import normlab as nl
+
+#: (channels, size, how many norm layers of that shape) in normlab.Net with WIDTHS.
+SHAPES = ((16, 32, 1), (32, 32, 1), (24, 16, 3), (32, 8, 3))
+FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def step_time(norm: str, fmt: torch.memory_format, dtype: torch.dtype, batch: int) -> float:
+    """Seconds of forward + backward through every norm layer of the network, once."""
+    total = 0.0
+    for channels, size, count in SHAPES:
+        layer = nl.make_norm(norm, channels)
+        x = torch.randn(batch, channels, size, size, dtype=dtype)
+        x = x.contiguous(memory_format=fmt).requires_grad_(True)
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            y = layer(x)
+        y.backward(torch.ones_like(y))
+        total += count * (time.perf_counter() - start)
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args()
+    variants = [(n, f, d) for n in ("batch", "layer", "group", "instance")
+                for f in FORMATS for d in DTYPES]
+    times = {v: [] for v in variants}
+    for repeat in range(args.repeats + 2):
+        for norm, fmt, dtype in variants:
+            seconds = step_time(norm, FORMATS[fmt], DTYPES[dtype], args.batch_size)
+            if repeat >= 2:  # the first two are warm-up
+                times[(norm, fmt, dtype)].append(seconds)
+    for (norm, fmt, dtype), values in times.items():
+        print(json.dumps({"norm": norm, "memory_format": fmt, "dtype": dtype,
+                          "ms": round(1000 * statistics.median(values), 1)}))
+
+
+if __name__ == "__main__":
+    main()
