@@ -93,30 +93,25 @@ def with_batch_statistics(model: nn.Module) -> nn.Module:
 
 def batch_statistics_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                               pipeline: Pipeline, batch_sizes: tuple[int, ...],
-                              seed: int = 0) -> pd.DataFrame:
-    """Test accuracy of a batch-norm model with running and with batch statistics.
+                              seed: int = 0) -> pd.Series:
+    """Test accuracy of a batch-norm model that normalizes with the statistics of each
+    test batch (:func:`with_batch_statistics`), at each batch size.
 
     The images are shuffled once (``seed``) so that a batch is a random sample of the
-    test split (image folders are sorted by class). With running statistics every image
-    is normalized alone, so the batch size does not matter; with batch statistics an
-    image's output depends on the rest of its batch.
+    test split (image folders are sorted by class). With running statistics, as in
+    evaluation mode, each image is normalized alone and the batch size does not matter;
+    with batch statistics an image's output depends on the rest of its batch.
 
     Args:
         images: uint8 (N, 3, H, W); labels: int64 (N,).
         batch_sizes: the evaluation batch sizes, images per forward pass.
 
     Returns:
-        Columns ``batch size``, ``running statistics`` and ``batch statistics`` (test
-        accuracy, percent), one row per batch size.
+        Test accuracy (percent) indexed by ``batch size``.
     """
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     images, labels = images[order], labels[order]
     batch_model = with_batch_statistics(model)
-
-    def accuracy(net, batch_size):
-        probs = predict(net, images, pipeline, batch_size)
-        return 100 * (probs.argmax(dim=1) == labels).float().mean().item()
-
-    return pd.DataFrame([{"batch size": b, "running statistics": accuracy(model, b),
-                          "batch statistics": accuracy(batch_model, b)}
-                         for b in batch_sizes])
+    accuracy = {b: 100 * (predict(batch_model, images, pipeline, b).argmax(dim=1) == labels)
+                .float().mean().item() for b in batch_sizes}
+    return pd.Series(accuracy, name="batch statistics").rename_axis("batch size")

@@ -15,7 +15,7 @@ from normlab.probes import (activation_statistics, batch_statistics_accuracy, no
 from normlab.report import accuracy_by
 from normlab.studies import (SWEEP_BATCH_SIZES, SWEEP_NORMS, ablations, batch_size_sweep,
                              study_config)
-from normlab.train import Pipeline, make_optimizer
+from normlab.train import Pipeline, make_optimizer, predict
 
 from conftest import synthetic_images
 
@@ -98,9 +98,12 @@ def test_batch_statistics_normalize_with_the_batch_and_keep_the_original(inputs)
     torch.testing.assert_close(copy.C1.norm(x), expected)
     assert (model.C1.norm.running_mean == 3.0).all()      # the original is untouched
 
-    table = batch_statistics_accuracy(model, images, labels, pipeline, (1, 8, 40))
-    assert table["running statistics"].nunique() == 1     # per-image in evaluation
-    assert list(table["batch size"]) == [1, 8, 40]
+    accuracy = batch_statistics_accuracy(model, images, labels, pipeline, (1, 40))
+    assert list(accuracy.index) == [1, 40]
+    probs = torch.cat([predict(copy, images[i:i + 1], pipeline) for i in range(3)])
+    assert not torch.allclose(probs, predict(copy, images[:3], pipeline))  # batch-dependent
+    running = torch.cat([predict(model, images[i:i + 1], pipeline) for i in range(3)])
+    torch.testing.assert_close(running, predict(model, images[:3], pipeline))  # per image
 
 
 def test_sweep_table_and_figure_show_every_run(tiny_data):
