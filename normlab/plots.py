@@ -199,28 +199,27 @@ def plot_activation_statistics(stats: dict[str, pd.DataFrame], over: str = "chan
     """What each normalization does to the activations it receives.
 
     ``stats`` maps a norm to its :func:`normlab.probes.activation_statistics` table. One
-    column of panels per norm; top row the means, bottom row the standard deviations of
-    each ``over`` unit (one dot per channel or sample), before (grey) and after (the
-    norm's colour) each layer's normalization.
+    row of panels per norm; left the means, right the standard deviations of each
+    ``over`` unit (one dot per channel or sample), before (grey) and after (the norm's
+    colour) each layer's normalization.
     """
-    fig, axes = plt.subplots(2, len(stats), figsize=(3.4 * len(stats), 5.2),
+    fig, axes = plt.subplots(len(stats), 2, figsize=(9, 2.6 * len(stats)),
                              layout="constrained", sharex=True, squeeze=False)
     rng = np.random.default_rng(0)
-    for column, (norm, table) in enumerate(stats.items()):
+    for row, (norm, table) in enumerate(stats.items()):
         layers = list(dict.fromkeys(table["layer"]))
-        for row, value in enumerate(("mean", "std")):
+        for column, value in enumerate(("mean", "std")):
             ax = axes[row, column]
             for where, shift, color in (("before", -0.18, "#999999"),
                                         ("after", 0.18, NORM_COLORS[norm])):
                 part = table[table["where"] == where]
                 x = part["layer"].map(layers.index).to_numpy() + shift
-                ax.scatter(x + rng.uniform(-0.1, 0.1, len(x)), part[value], s=4,
+                ax.scatter(x + rng.uniform(-0.1, 0.1, len(x)), part[value], s=5,
                            color=color, alpha=0.6, label=where, rasterized=True)
-            ax.set_xticks(range(len(layers)), layers, fontsize=8)
+            ax.set_xticks(range(len(layers)), layers)
+            ax.set(ylabel=f"{value} per {over}", title=f"{NORM_LABELS[norm]}: {value}")
             ax.grid(alpha=0.3)
-            if column == 0:
-                ax.set_ylabel(f"{value} per {over}")
-        axes[0, column].set_title(NORM_LABELS[norm])
-        axes[1, column].set_xlabel("layer")
-    axes[0, 0].legend(fontsize="small", markerscale=3)
+            ax.legend(fontsize="small", markerscale=3, loc="upper right")
+    for ax in axes[-1]:
+        ax.set_xlabel("layer")
     return fig
