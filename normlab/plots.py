@@ -184,9 +184,9 @@ def plot_batch_size_sweep(results: Sequence[Result]):
         by_norm.setdefault(result.config.norm, []).append(result)
     for norm, runs in by_norm.items():
         runs = sorted(runs, key=lambda r: r.config.batch_size)
-        sizes = [r.config.batch_size for r in runs]
-        ax.plot(sizes, [100 * (1 - r.test_accuracy) for r in runs], marker="o",
-                color=NORM_COLORS[norm], label=NORM_LABELS[norm])
+        ax.plot([r.config.batch_size for r in runs], [100 * (1 - r.test_accuracy) for r in runs],
+                marker="o", color=NORM_COLORS[norm], label=NORM_LABELS[norm])
+    sizes = sorted({r.config.batch_size for r in results})
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set(xlabel="batch size (images per step)", ylabel="test error (%)")

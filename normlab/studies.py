@@ -77,11 +77,10 @@ def ablations(profile: str | None = None, **overrides) -> dict[str, list[Config]
     def config(norm, **changes):
         return study_config(norm, profile=profile, **{**overrides, **changes})
 
-    book = ("batch", "layer", "group")
     return {
-        "residual": [config(n, residual=r) for r in (True, False) for n in book],
+        "residual": [config(n, residual=r) for r in (True, False) for n in BOOK_NORMS],
         "order": [config(n, order=o) for o in ("conv-relu-norm", "conv-norm-relu")
-                  for n in (*book, "instance")],
+                  for n in (*BOOK_NORMS, "instance")],
         "groups": [config("group", groups=g) for g in ABLATION_GROUPS] + [config("instance")],
     }
 

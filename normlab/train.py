@@ -4,7 +4,8 @@ The device and the precision are chosen once (:func:`choose_device`,
 :func:`choose_precision`) and used for the whole run. Data stays uint8 on the device;
 each batch is augmented (:func:`normlab.data.augment`), converted and normalized there.
 The model runs in channels_last memory format, under bf16 autocast where the hardware
-supports it (the normalization kernels still accumulate their statistics in fp32), with SGD + Nesterov momentum and the OneCycle learning-rate schedule
+supports it (the normalization kernels still accumulate their statistics in fp32), with
+SGD + Nesterov momentum and the OneCycle learning-rate schedule
 (Smith & Topin 2019).
 """
 
