@@ -2,10 +2,11 @@
 
 The cache key is a hash of everything that determines the result: the config (less the
 fields that only say where things are), the data's identity (a fingerprint of its files),
-the package version (bumped whenever a change alters the numbers), the device type and
-the precision. A result is stored as ``<norm>-<key>.json`` (config, per-epoch history,
-final accuracies, seconds, hardware, versions) and ``<norm>-<key>.pt`` (weights and test
-predictions) under ``results_dir()/<profile>/``, both written atomically.
+the package version (bumped whenever a change alters the numbers), the revision of the
+norm layer (``normlab.norms.NORM_REVISIONS``), the device type and the precision. A result
+is stored as ``<norm>-<key>.json`` (config, per-epoch history, final accuracies, seconds,
+hardware, versions) and ``<norm>-<key>.pt`` (weights and test predictions) under
+``results_dir()/<profile>/``, both written atomically.
 
 Profiles (``$NORMLAB_PROFILE``): ``full`` (default) is the real experiment; ``smoke``
 trains one epoch on a 2,000-image subset, for CI. Same code, other sizes.
@@ -26,7 +27,7 @@ import torch
 from . import __version__
 from .data import CIFAR10, load_data
 from .model import WIDTHS, Net, count_parameters
-from .norms import DEFAULT_GROUPS, canonical_norm
+from .norms import DEFAULT_GROUPS, NORM_REVISIONS, canonical_norm
 from .store import atomic_save, atomic_write_json, results_dir
 from .train import History, Pipeline, choose_device, choose_precision, evaluate, fit, predict
 
@@ -141,9 +142,12 @@ class Result:
                 "history": self.history.to_dict(), "config": asdict(c), "info": self.info}
 
 
-def _environment(device: torch.device, dtype: torch.dtype) -> dict:
+def _environment(device: torch.device, dtype: torch.dtype, norm: str) -> dict:
+    """What besides the config determines a result's numbers: the device type, the
+    precision, the package version and, where the scheme has one, its layer's revision."""
+    revision = {"norm_revision": NORM_REVISIONS[norm]} if norm in NORM_REVISIONS else {}
     return {"device": device.type, "precision": str(dtype).removeprefix("torch."),
-            "normlab": __version__}
+            "normlab": __version__, **revision}
 
 
 def cache_key(config: Config, data: CIFAR10) -> str:
@@ -151,8 +155,9 @@ def cache_key(config: Config, data: CIFAR10) -> str:
     device = choose_device(config.device)
     determining = {f.name: getattr(config, f.name) for f in fields(config)
                    if f.name not in _NOT_IN_KEY}
-    determining.update(_environment(device, choose_precision(config.precision, device)),
-                       data=data.identity)
+    determining.update(
+        _environment(device, choose_precision(config.precision, device), config.norm),
+        data=data.identity)
     return hashlib.sha256(json.dumps(determining, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -201,7 +206,7 @@ def run(config: Config, data: CIFAR10 | None = None, progress: bool = True,
     _, train_accuracy = evaluate(model, data.train_images, data.train_labels, pipeline)
     probs = predict(model, data.test_images, pipeline)
     key = cache_key(config, data)
-    info = {"key": key, **_environment(device, dtype), "data": data.identity,
+    info = {"key": key, **_environment(device, dtype, config.norm), "data": data.identity,
             "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "processor": _processor_name(),
             "threads": torch.get_num_threads(),

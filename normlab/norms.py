@@ -66,6 +66,34 @@ def canonical_norm(name: str) -> str:
     return key
 
 
+#: Revision of a layer's numerics, per scheme: part of the cache key of every run that uses
+#: the scheme (``normlab.experiment.cache_key``). A change to a layer that alters trained
+#: numbers bumps its revision, so that exactly the runs that use it are trained again;
+#: schemes not listed are at revision 1 and add nothing to the key.
+NORM_REVISIONS = {"group": 2}   # 2: GroupNorm computes channels_last input in NCHW on CPU
+
+
+class GroupNorm(nn.GroupNorm):
+    """:class:`torch.nn.GroupNorm` that normalizes channels_last input in NCHW on the CPU.
+
+    PyTorch's CPU kernel for channels_last group norm with more than one group takes about
+    twice as long as its NCHW kernel, forward and backward (``benchmarks/norm_speed.py``;
+    with one group, layer norm, the channels_last kernel is the fast one). This layer copies
+    such input to NCHW, normalizes it there and hands the result back as channels_last:
+    the two copies cost less than the slow kernel. Same computation, parameters and state
+    dict as :class:`torch.nn.GroupNorm`; results differ from it only in rounding.
+
+    Input and output shape: (N, C, H, W).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type != "cpu" or self.num_groups == 1
+                or not x.is_contiguous(memory_format=torch.channels_last)):
+            return super().forward(x)
+        y = super().forward(x.contiguous())
+        return y.contiguous(memory_format=torch.channels_last)
+
+
 def make_norm(name: str, num_channels: int, groups: int = DEFAULT_GROUPS) -> nn.Module:
     """Build the normalization layer ``name`` for ``num_channels`` channels.
 
@@ -76,7 +104,8 @@ def make_norm(name: str, num_channels: int, groups: int = DEFAULT_GROUPS) -> nn.
       (C, H, W) with a per-channel affine (2C parameters), as Wu & He (2018) define it for
       convolutional maps. ``nn.LayerNorm([C, H, W])`` normalizes over the same axes, but
       its affine parameters have shape (C, H, W): 2CHW parameters, tied to one image size.
-    - ``group``: :class:`torch.nn.GroupNorm` with ``groups`` groups of C/groups channels.
+    - ``group``: :class:`GroupNorm` (:class:`torch.nn.GroupNorm`, run in the layout its
+      CPU kernel is fast in) with ``groups`` groups of C/groups channels.
     - ``instance``: :class:`torch.nn.InstanceNorm2d` with a per-channel affine and no
       running statistics (the same computation in training and evaluation).
     - ``none``: :class:`torch.nn.Identity`.
@@ -99,7 +128,7 @@ def make_norm(name: str, num_channels: int, groups: int = DEFAULT_GROUPS) -> nn.
                 f"needs an equal number of channels per group. Valid group counts for "
                 f"{num_channels} channels are {valid}."
             )
-        return nn.GroupNorm(groups, num_channels)
+        return GroupNorm(groups, num_channels)
     if norm == "instance":
         return nn.InstanceNorm2d(num_channels, affine=True)
     return nn.Identity()

@@ -43,6 +43,13 @@ def test_same_seed_same_result_changed_config_new_key(tiny_data):
     assert cache_key(tiny_config(data="/elsewhere"), tiny_data) == cache_key(tiny_config(), tiny_data)
 
 
+def test_a_norm_revision_changes_the_keys_of_that_norm_only(tiny_data, monkeypatch):
+    before = {norm: cache_key(tiny_config(norm=norm), tiny_data) for norm in ("batch", "group")}
+    monkeypatch.setitem(normlab.norms.NORM_REVISIONS, "group", 99)
+    assert cache_key(tiny_config(norm="group"), tiny_data) != before["group"]
+    assert cache_key(tiny_config(norm="batch"), tiny_data) == before["batch"]
+
+
 def test_interrupted_run_leaves_no_result(tiny_data, monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

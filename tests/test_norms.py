@@ -122,3 +122,26 @@ def test_layer_norm_is_one_group_over_channels_and_space():
     y = layer(x)
     torch.testing.assert_close(y.mean(dim=(1, 2, 3)), torch.zeros(N), atol=1e-5, rtol=0)
     torch.testing.assert_close(y.var(dim=(1, 2, 3), unbiased=False), torch.ones(N), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 8])
+def test_group_norm_on_channels_last_input_matches_torch(groups):
+    # normlab's GroupNorm runs channels_last input in NCHW; same numbers and gradients as
+    # torch.nn.GroupNorm, and the caller gets its memory format back.
+    torch.manual_seed(0)
+    ours = make_norm("group", C, groups=groups)
+    reference = nn.GroupNorm(groups, C)
+    for layer in (ours, reference):
+        layer.weight.data = torch.linspace(0.5, 1.5, C)
+        layer.bias.data = torch.linspace(-1, 1, C)
+    x = torch.randn(N, C, H, W).contiguous(memory_format=torch.channels_last)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours, y_ref = ours(x_ours), reference(x_ref)
+    assert y_ours.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y_ours, y_ref)
+    grad = torch.randn_like(y_ref)
+    y_ours.backward(grad)
+    y_ref.backward(grad)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad)
+    assert ours.state_dict().keys() == reference.state_dict().keys()
