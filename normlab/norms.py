@@ -70,18 +70,35 @@ def canonical_norm(name: str) -> str:
 #: the scheme (``normlab.experiment.cache_key``). A change to a layer that alters trained
 #: numbers bumps its revision, so that exactly the runs that use it are trained again;
 #: schemes not listed are at revision 1 and add nothing to the key.
-NORM_REVISIONS = {"group": 2}   # 2: GroupNorm computes channels_last input in NCHW on CPU
+NORM_REVISIONS = {"group": 3}   # 3: GroupNorm computes channels_last input in NCHW on CPU
+
+
+class _Relayout(torch.autograd.Function):
+    """Copy x to memory format ``to``; its gradient is copied back to format ``back``, the
+    format of x, so that the layers before see the layout they produce (a kernel that
+    gets its inputs in two formats is slow)."""
+
+    @staticmethod
+    def forward(ctx, x, to: torch.memory_format, back: torch.memory_format):
+        ctx.back = back
+        return x.contiguous(memory_format=to)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=ctx.back), None, None
 
 
 class GroupNorm(nn.GroupNorm):
     """:class:`torch.nn.GroupNorm` that normalizes channels_last input in NCHW on the CPU.
 
-    PyTorch's CPU kernel for channels_last group norm with more than one group takes about
-    twice as long as its NCHW kernel, forward and backward (``benchmarks/norm_speed.py``;
-    with one group, layer norm, the channels_last kernel is the fast one). This layer copies
-    such input to NCHW, normalizes it there and hands the result back as channels_last:
-    the two copies cost less than the slow kernel. Same computation, parameters and state
-    dict as :class:`torch.nn.GroupNorm`; results differ from it only in rounding.
+    PyTorch's CPU kernel for channels_last group norm with more than one group is slow:
+    in (N, H, W, C) memory each group's channels are a strided slice at every position
+    (``benchmarks/norm_speed.py`` times it against the NCHW kernel; with one group, layer
+    norm, a sample's values are one contiguous block and the channels_last kernel is the
+    fast one). This layer copies such input to NCHW, normalizes it there and copies the
+    result back to channels_last, and the gradient the same way: the copies cost less than
+    the slow kernel. Same computation, parameters and state dict as
+    :class:`torch.nn.GroupNorm`; results differ from it only in rounding.
 
     Input and output shape: (N, C, H, W).
     """
@@ -90,8 +107,9 @@ class GroupNorm(nn.GroupNorm):
         if (x.device.type != "cpu" or self.num_groups == 1
                 or not x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
-        y = super().forward(x.contiguous())
-        return y.contiguous(memory_format=torch.channels_last)
+        nchw, nhwc = torch.contiguous_format, torch.channels_last
+        y = super().forward(_Relayout.apply(x, nchw, nhwc))
+        return _Relayout.apply(y, nhwc, nchw)
 
 
 def make_norm(name: str, num_channels: int, groups: int = DEFAULT_GROUPS) -> nn.Module:

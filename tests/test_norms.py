@@ -143,5 +143,6 @@ def test_group_norm_on_channels_last_input_matches_torch(groups):
     y_ours.backward(grad)
     y_ref.backward(grad)
     torch.testing.assert_close(x_ours.grad, x_ref.grad)
+    assert x_ours.grad.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(ours.weight.grad, reference.weight.grad)
     assert ours.state_dict().keys() == reference.state_dict().keys()
