@@ -68,7 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--parts", nargs="+", choices=REPRODUCE_PARTS,
                            default=list(REPRODUCE_PARTS),
                            help="main: the book's models, once per seed; precision: batch "
-                                "norm in fp32 and bf16; sweep: the batch-size sweep; "
+                                "norm in fp32 and bf16; augmentation: the book's models "
+                                "without augmentation; sweep: the batch-size sweep; "
                                 "ablations: the ablation studies")
     for name, text in (("rf", "print the receptive-field table"),
                        ("summary", "print the torchinfo summary")):

@@ -6,7 +6,8 @@
 - :func:`book_parts`: everything the book shows, by part (what ``python -m normlab
   reproduce`` trains).
 - :func:`ablations`: one change at a time to the book's model (residual additions off,
-  normalization before the ReLU, the group count of group norm).
+  normalization before the ReLU, the group count of group norm) and to its recipe
+  (:data:`RECIPE_CHANGES`).
 
 Both run in a smaller setting than the main models (:data:`STUDY_SIZES`: a training
 subset and fewer epochs, per profile) so that the whole study fits in about an hour on a
@@ -49,6 +50,22 @@ def scaled_lr(batch_size: int, base_lr: float = Config.lr,
     return base_lr * batch_size / reference
 
 
+#: The recipe ablation: one change at a time to the book's recipe, by label (overrides of
+#: :func:`study_config`). The widths move channels to the first stage or to the last,
+#: within the parameter budget and divisible by the default group count.
+RECIPE_CHANGES = {
+    "book recipe": {},
+    "no label smoothing": {"label_smoothing": 0.0},
+    "no weight decay": {"weight_decay": 0.0},
+    "weight decay x2": {"weight_decay": 2 * Config.weight_decay},
+    "no augmentation": {"augment": False},
+    "peak learning rate / 2": {"lr": scaled_lr(ABLATION_BATCH_SIZE) / 2},
+    "peak learning rate x2": {"lr": scaled_lr(ABLATION_BATCH_SIZE) * 2},
+    "channels early": {"widths": (32, 48, 16, 24, 24, 24)},
+    "channels late": {"widths": (8, 16, 16, 20, 32, 36)},
+}
+
+
 def study_config(norm: str, batch_size: int = ABLATION_BATCH_SIZE,
                  profile: str | None = None, **overrides) -> Config:
     """The book's recipe for ``norm`` in the study setting of ``profile`` (default: the
@@ -56,8 +73,8 @@ def study_config(norm: str, batch_size: int = ABLATION_BATCH_SIZE,
     change any other field."""
     profile = profile or current_profile()
     return Config(norm=norm, profile=profile, batch_size=batch_size,
-                  lr=scaled_lr(batch_size),
-                  **{"download": True, **STUDY_SIZES[profile], **overrides})
+                  **{"download": True, "lr": scaled_lr(batch_size), **STUDY_SIZES[profile],
+                     **overrides})
 
 
 def batch_size_sweep(profile: str | None = None, **overrides) -> list[Config]:
@@ -73,6 +90,10 @@ def ablations(profile: str | None = None, **overrides) -> dict[str, list[Config]
     - ``order``: batch, layer, group and instance norm, conv-ReLU-norm (the assignment's
       order) and conv-norm-ReLU.
     - ``groups``: group norm with each of :data:`ABLATION_GROUPS`, then instance norm.
+    - ``recipe``: batch, layer and group norm with each of :data:`RECIPE_CHANGES`, in its
+      order (changes outermost).
+    - ``seeds``: batch, layer and group norm unchanged, once per seed of
+      :data:`BOOK_SEEDS`: the run-to-run noise of this setting.
     """
     def config(norm, **changes):
         return study_config(norm, profile=profile, **{**overrides, **changes})
@@ -82,17 +103,22 @@ def ablations(profile: str | None = None, **overrides) -> dict[str, list[Config]
         "order": [config(n, order=o) for o in ("conv-relu-norm", "conv-norm-relu")
                   for n in (*BOOK_NORMS, "instance")],
         "groups": [config("group", groups=g) for g in ABLATION_GROUPS] + [config("instance")],
+        "recipe": [config(n, **change) for change in RECIPE_CHANGES.values() for n in BOOK_NORMS],
+        "seeds": [config(n, seed=s) for s in BOOK_SEEDS for n in BOOK_NORMS],
     }
 
 
 def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
                ) -> dict[str, list[Config]]:
     """Every config the book shows, by part: ``main`` (:data:`BOOK_NORMS` once per seed),
-    ``precision`` (batch norm, seed 0, in each of :data:`PRECISIONS`), ``ablations``
-    (:func:`ablations`, repeats included) and ``sweep`` (:func:`batch_size_sweep`)."""
+    ``precision`` (batch norm, seed 0, in each of :data:`PRECISIONS`), ``augmentation``
+    (:data:`BOOK_NORMS`, seed 0, without augmentation: the recipe ablation's largest
+    change, checked in the main setting), ``ablations`` (:func:`ablations`, repeats
+    included) and ``sweep`` (:func:`batch_size_sweep`)."""
     return {
         "main": [book_config(norm, profile, seed=seed) for seed in seeds for norm in BOOK_NORMS],
         "precision": [book_config("batch", profile, precision=p) for p in PRECISIONS],
+        "augmentation": [book_config(norm, profile, augment=False) for norm in BOOK_NORMS],
         "ablations": [c for configs in ablations(profile).values() for c in configs],
         "sweep": batch_size_sweep(profile),
     }

@@ -7,14 +7,14 @@ import torch
 
 from normlab import Config, run
 from normlab.data import channel_stats
-from normlab.model import Net
+from normlab.model import MAX_PARAMS, Net, count_parameters
 from normlab.norms import batch_norm
 from normlab.plots import plot_batch_size_sweep
 from normlab.probes import (activation_statistics, batch_statistics_accuracy, norm_layers,
                             with_batch_statistics)
 from normlab.report import accuracy_by
-from normlab.studies import (SWEEP_BATCH_SIZES, SWEEP_NORMS, ablations, batch_size_sweep,
-                             study_config)
+from normlab.studies import (BOOK_NORMS, RECIPE_CHANGES, SWEEP_BATCH_SIZES, SWEEP_NORMS,
+                             ablations, batch_size_sweep, study_config)
 from normlab.train import Pipeline, make_optimizer, predict
 
 from conftest import synthetic_images
@@ -36,7 +36,7 @@ def test_sweep_changes_only_norm_batch_size_and_scaled_lr():
 
 
 @pytest.mark.parametrize("name, changed", [("residual", {"residual"}), ("order", {"order"}),
-                                           ("groups", {"groups", "norm"})])
+                                           ("groups", {"groups", "norm"}), ("seeds", {"seed"})])
 def test_each_ablation_changes_one_thing(name, changed):
     configs = ablations("smoke")[name]
     unchanged = study_config("group", profile="smoke")
@@ -44,6 +44,15 @@ def test_each_ablation_changes_one_thing(name, changed):
     assert all(differences(study_config(c.norm, profile="smoke"), c) <= changed
                for c in configs)
     assert any(differences(unchanged, c) for c in configs)
+
+
+def test_each_recipe_change_changes_its_fields_only_within_the_budget():
+    configs = ablations("smoke")["recipe"]
+    changes = [change for change in RECIPE_CHANGES.values() for _ in BOOK_NORMS]
+    assert [c.norm for c in configs] == list(BOOK_NORMS) * len(RECIPE_CHANGES)
+    for config, change in zip(configs, changes, strict=True):
+        assert differences(study_config(config.norm, profile="smoke"), config) == set(change)
+        assert count_parameters(config.build_model()) < MAX_PARAMS
 
 
 def test_onecycle_with_too_few_steps_says_what_to_do():
