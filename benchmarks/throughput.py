@@ -12,11 +12,14 @@ of steps, on the same CIFAR-10 images ($NORMLAB_DATA):
   each choice measured on top of the previous one (``ablation``), then torch.compile,
   which ``fit`` does not use yet. ``speedup`` is for what ``fit`` does.
 
+Each pipeline is measured ``--repeats`` times, the pipelines taking turns, and the median
+is reported: on a shared machine one busy moment should not decide the ratio.
+
 Prints one JSON line: images/second of each, ``speedup`` (their ratio), the model's
 training FLOPs per image (``torch.utils.flop_counter``), achieved FLOP/s and the peak
 resident memory of the process (MiB). ``--quick`` runs few steps and skips torch.compile (under a minute).
 
-    python benchmarks/throughput.py [--quick] [--steps N] [--batch-size B]
+    python benchmarks/throughput.py [--quick] [--steps N] [--repeats R] [--batch-size B]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import time
 
 import torch
@@ -136,20 +140,28 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few steps, under a minute")
     parser.add_argument("--steps", type=int, default=60, help="timed steps per pipeline")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="measurements per pipeline (interleaved; the median is reported)")
     parser.add_argument("--batch-size", type=int, default=nl.Config().batch_size)
     parser.add_argument("--data", help="CIFAR-10 folder (default $NORMLAB_DATA)")
     args = parser.parse_args(argv)
-    steps = 12 if args.quick else args.steps
+    steps, repeats = (12, 1) if args.quick else (args.steps, args.repeats)
     data = nl.load_data(args.data)
-    base = baseline(data, args.batch_size, steps)
     choices = [c for c in CHOICES if not (args.quick and c[1].get("compile"))]
-    ablation = {name: round(normlab_pipeline(data, args.batch_size, steps, **kw), 1)
-                for name, kw in choices}
+    pipelines = {"baseline": lambda: baseline(data, args.batch_size, steps),
+                 **{name: lambda kw=kw: normlab_pipeline(data, args.batch_size, steps, **kw)
+                    for name, kw in choices}}
+    samples = {name: [] for name in pipelines}
+    for _ in range(repeats):  # interleaved, so that a busy moment slows every pipeline
+        for name, measure in pipelines.items():
+            samples[name].append(measure())
+    base = statistics.median(samples.pop("baseline"))
+    ablation = {name: round(statistics.median(values), 1) for name, values in samples.items()}
     ours = ablation["+auto_precision"]
     flops = training_flops_per_image()
     print(json.dumps({
         "device": nl.choose_device().type, "threads": torch.get_num_threads(),
-        "batch_size": args.batch_size, "steps": steps,
+        "batch_size": args.batch_size, "steps": steps, "repeats": repeats,
         "baseline_images_per_s": round(base, 1), "normlab_images_per_s": ours,
         "speedup": round(ours / base, 2),
         "normlab_precision": str(nl.choose_precision("auto", nl.choose_device())),
