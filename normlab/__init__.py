@@ -17,8 +17,8 @@ The public API, re-exported from one module per idea:
 __version__ = "0.1.0"
 
 from .data import CIFAR10, augment, channel_stats, load_cifar10, load_data, load_image_folder
-from .experiment import (Config, Mistake, Result, book_config, current_profile, load_result,
-                         misclassified, prepare_data, run)
+from .experiment import (Config, Mistake, Result, book_config, current_profile, flip_accuracy,
+                         load_result, misclassified, prepare_data, run)
 from .model import MAX_PARAMS, WIDTHS, ConvBlock, Net, Residual, count_parameters
 from .norms import (DEFAULT_GROUPS, NORM_NAMES, batch_norm, canonical_norm, group_norm,
                     instance_norm, layer_norm, make_norm)

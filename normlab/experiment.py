@@ -222,6 +222,18 @@ def run(config: Config, data: CIFAR10 | None = None, progress: bool = True,
     return result
 
 
+def flip_accuracy(result: Result, data: CIFAR10 | None = None) -> float:
+    """Test accuracy (fraction) of ``result``'s trained model when each test image's class
+    probabilities are averaged with those of its mirror image (test-time augmentation:
+    :func:`normlab.train.predict` with ``flip=True``), on the config's device and precision.
+    ``data`` defaults to the config's data; it must be the data the model was trained on
+    (its training split gives the input normalization)."""
+    data = data if data is not None else prepare_data(result.config)
+    pipeline = Pipeline.for_config(result.config, data)
+    model = result.model().to(pipeline.device, memory_format=torch.channels_last)
+    return evaluate(model, data.test_images, data.test_labels, pipeline, flip=True)[1]
+
+
 def _processor_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -127,23 +127,34 @@ class Pipeline:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, pipeline: Pipeline,
-            batch_size: int = 1000) -> torch.Tensor:
+            batch_size: int = 1000, flip: bool = False) -> torch.Tensor:
     """Class probabilities (N, num_classes), float32 on the CPU, for uint8 images
-    (N, 3, H, W), with the model in evaluation mode (batch norm uses running statistics)."""
+    (N, 3, H, W), with the model in evaluation mode (batch norm uses running statistics).
+
+    With ``flip``, each image's probabilities are averaged with those of its mirror image
+    (left-right): test-time augmentation with the training's flips (Krizhevsky et al.
+    2012, Sec. 4.1, averaged the softmax over crops and their reflections), at twice the
+    cost.
+    """
     model.eval()
     probs = []
-    for x, _ in batches(images, images, batch_size):
+    for images_batch, _ in batches(images, images, batch_size):
+        x = pipeline.inputs(images_batch)
         with pipeline.autocast():
-            logits = model(pipeline.inputs(x))
-        probs.append(logits.float().softmax(dim=1).cpu())
+            p = model(x).float().softmax(dim=1)
+            if flip:
+                p = (p + model(x.flip(-1)).float().softmax(dim=1)) / 2
+        probs.append(p.cpu())
     return torch.cat(probs)
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             pipeline: Pipeline, batch_size: int = 1000) -> tuple[float, float]:
+             pipeline: Pipeline, batch_size: int = 1000, flip: bool = False
+             ) -> tuple[float, float]:
     """Mean cross-entropy (nats per image) and accuracy (fraction) on uint8 images
-    (N, 3, H, W) with int64 labels (N,), in evaluation mode."""
-    probs = predict(model, images, pipeline, batch_size)
+    (N, 3, H, W) with int64 labels (N,), in evaluation mode; ``flip`` as in
+    :func:`predict`."""
+    probs = predict(model, images, pipeline, batch_size, flip)
     loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
     return loss, (probs.argmax(dim=1) == labels).float().mean().item()
 

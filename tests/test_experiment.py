@@ -7,7 +7,8 @@ import torch
 
 import normlab
 from normlab import Config, misclassified, run
-from normlab.experiment import cache_key, result_paths
+from normlab.experiment import cache_key, flip_accuracy, result_paths
+from normlab.train import Pipeline, predict
 
 
 def tiny_config(**overrides):
@@ -74,6 +75,18 @@ def test_misclassified_are_the_most_confident_mistakes(tiny_data):
     assert [m.confidence for m in mistakes] == sorted([m.confidence for m in mistakes], reverse=True)
     assert mistakes[0].confidence == pytest.approx(confidence[wrong].max().item())
     assert torch.equal(mistakes[0].image, tiny_data.test_images[mistakes[0].index])
+
+
+def test_flip_averages_each_image_with_its_mirror_image(tiny_data):
+    result = run(tiny_config(epochs=1), tiny_data, progress=False)
+    model, images = result.model(), tiny_data.test_images
+    pipeline = Pipeline.for_config(result.config, tiny_data)
+    mirrored = predict(model, images.flip(-1), pipeline)
+    averaged = predict(model, images, pipeline, flip=True)
+    torch.testing.assert_close(averaged, (predict(model, images, pipeline) + mirrored) / 2)
+    torch.testing.assert_close(predict(model, images.flip(-1), pipeline, flip=True), averaged)
+    accuracy = (averaged.argmax(dim=1) == tiny_data.test_labels).float().mean().item()
+    assert flip_accuracy(result, tiny_data) == pytest.approx(accuracy)
 
 
 def test_unknown_profile_and_precision():
