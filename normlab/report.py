@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from .experiment import Result
+from .data import CIFAR10
+from .experiment import Result, flip_accuracy
 
 
 def glue(name: str, value, display: bool = False) -> None:
@@ -63,6 +64,17 @@ def seed_summary(results: Sequence[Result]) -> pd.DataFrame:
         ["mean", "std"]).round(2)
     summary[("runs", "")] = table.groupby("norm", sort=False).size()
     return summary
+
+
+def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
+    """Test accuracy (percent) per norm, single view and flip-averaged
+    (:func:`normlab.experiment.flip_accuracy`): mean and standard deviation over the
+    results (seeds, ``ddof=1``), and the mean gain of flip averaging (points)."""
+    table = pd.DataFrame([{"norm": r.config.norm, "single view": 100 * r.test_accuracy,
+                           "flip-averaged": 100 * flip_accuracy(r, data)} for r in results])
+    table["gain"] = table["flip-averaged"] - table["single view"]
+    summary = table.groupby("norm", sort=False).agg(["mean", "std"]).round(2)
+    return summary.drop(columns=[("gain", "std")])
 
 
 def accuracy_by(results: Sequence[Result], field: str, rows: str = "norm") -> pd.DataFrame:

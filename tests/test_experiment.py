@@ -8,6 +8,7 @@ import torch
 import normlab
 from normlab import Config, misclassified, run
 from normlab.experiment import cache_key, flip_accuracy, result_paths
+from normlab.report import flip_summary
 from normlab.train import Pipeline, predict
 
 
@@ -87,6 +88,18 @@ def test_flip_averages_each_image_with_its_mirror_image(tiny_data):
     torch.testing.assert_close(predict(model, images.flip(-1), pipeline, flip=True), averaged)
     accuracy = (averaged.argmax(dim=1) == tiny_data.test_labels).float().mean().item()
     assert flip_accuracy(result, tiny_data) == pytest.approx(accuracy)
+
+
+def test_flip_summary_per_norm_over_seeds(tiny_data):
+    results = [run(tiny_config(epochs=1, seed=s), tiny_data, progress=False) for s in (0, 1)]
+    summary = flip_summary(results, tiny_data)
+    single = [100 * r.test_accuracy for r in results]
+    flipped = [100 * flip_accuracy(r, tiny_data) for r in results]
+    assert list(summary.index) == ["batch"]
+    assert summary.loc["batch", ("single view", "mean")] == pytest.approx(sum(single) / 2, abs=0.005)
+    assert summary.loc["batch", ("flip-averaged", "mean")] == pytest.approx(sum(flipped) / 2, abs=0.005)
+    gain = (sum(flipped) - sum(single)) / 2
+    assert summary.loc["batch", ("gain", "mean")] == pytest.approx(gain, abs=0.005)
 
 
 def test_unknown_profile_and_precision():
