@@ -34,6 +34,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int,
                         help=f"images per step (default {defaults.batch_size})")
     parser.add_argument("--lr", type=float, help=f"peak OneCycle learning rate (default {defaults.lr})")
+    parser.add_argument("--crop-padding", type=int, help="pixels of zero padding of random "
+                        f"crops (default {defaults.crop_padding})")
     parser.add_argument("--seed", type=int, help=f"random seed (default {defaults.seed})")
     parser.add_argument("--groups", type=int, help=f"groups of group norm (default {DEFAULT_GROUPS})")
     parser.add_argument("--data", help="CIFAR-10 folder (default $NORMLAB_DATA)")
@@ -69,7 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                            default=list(REPRODUCE_PARTS),
                            help="main: the book's models, once per seed; precision: batch "
                                 "norm in fp32 and bf16; augmentation: the book's models "
-                                "without augmentation; sweep: the batch-size sweep; "
+                                "without augmentation and with 4-pixel crops; sweep: the batch-size sweep; "
                                 "ablations: the ablation studies")
     for name, text in (("rf", "print the receptive-field table"),
                        ("summary", "print the torchinfo summary")):

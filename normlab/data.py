@@ -199,24 +199,25 @@ def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
 
 
-def augment(images: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None
-            ) -> torch.Tensor:
+def augment(images: torch.Tensor, padding: int = 4, flip: bool = True,
+            generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crop with zero padding and random horizontal flip, per image, on a batch.
 
-    Each image (N, C, H, W) is zero-padded by ``padding`` pixels, an H x W window is cut
-    at a random offset in [0, 2 * padding] and flipped left-right with probability 1/2:
-    what torchvision's ``RandomCrop(32, padding=4)`` and ``RandomHorizontalFlip()`` do
-    image by image, done here for the whole batch with one gather. Works on any dtype
-    and device; returns a tensor of the same shape, dtype and device.
+    Each image (N, C, H, W) is zero-padded by ``padding`` pixels (0: no crop), an H x W
+    window is cut at a random offset in [0, 2 * padding] and, with ``flip``, flipped
+    left-right with probability 1/2: what torchvision's ``RandomCrop(32, padding=4)`` and
+    ``RandomHorizontalFlip()`` do image by image, done here for the whole batch with one
+    gather. Works on any dtype and device; returns a tensor of the same shape, dtype and
+    device.
     """
     n, c, h, w = images.shape
     device = images.device
     padded = F.pad(images, (padding,) * 4)                            # (N, C, H+2p, W+2p)
     # random numbers come from the (CPU) generator, so a seed fixes them on any device
     dy, dx = torch.randint(0, 2 * padding + 1, (2, n, 1), generator=generator).to(device)
-    flip = (torch.rand(n, 1, generator=generator) < 0.5).to(device)
+    flips = torch.rand(n, 1, generator=generator) < 0.5 if flip else torch.zeros(n, 1, dtype=bool)
     cols = torch.arange(w, device=device)
-    cols = torch.where(flip, w - 1 - cols, cols) + dx                 # (N, W)
+    cols = torch.where(flips.to(device), w - 1 - cols, cols) + dx     # (N, W)
     rows = torch.arange(h, device=device) + dy                        # (N, H)
     batch = torch.arange(n, device=device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)

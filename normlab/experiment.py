@@ -56,7 +56,8 @@ class Config:
     weight_decay: float = 5e-4          # L2 on convolution weights
     label_smoothing: float = 0.1        # of the training loss (0 = none)
     pct_start: float = 0.25             # fraction of steps that warm the learning rate up
-    augment: bool = True                # random crop (4-pixel padding) and flip
+    crop_padding: int = 2               # pixels of zero padding of random crops (0: none)
+    flip: bool = True                   # random horizontal flips
     seed: int = 0                       # weights, data order, augmentation
     train_subset: int | None = None     # images of the training split used (None = all)
     test_subset: int | None = None      # images of the test split used (None = all)

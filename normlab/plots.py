@@ -15,7 +15,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from .data import CIFAR10, augment
-from .experiment import Mistake, Result
+from .experiment import Config, Mistake, Result
 
 #: Okabe-Ito colours, one per normalization.
 NORM_COLORS = {"batch": "#0072B2", "layer": "#D55E00", "group": "#009E73",
@@ -88,14 +88,16 @@ def plot_samples(data: CIFAR10, per_class: int = 8):
     return fig
 
 
-def plot_augmentation(images: torch.Tensor, versions: int = 5, seed: int = 0):
+def plot_augmentation(images: torch.Tensor, versions: int = 5, seed: int = 0,
+                      padding: int = Config.crop_padding):
     """Each uint8 image (N, 3, H, W) in a row: the original, then ``versions`` random
-    crops (4-pixel zero padding) and flips made by :func:`normlab.augment`."""
+    crops (``padding`` pixels of zero padding) and flips made by :func:`normlab.augment`."""
     generator = torch.Generator().manual_seed(seed)
     fig, axes = plt.subplots(len(images), versions + 1,
                              figsize=(1.3 * (versions + 1), 1.4 * len(images)),
                              layout="constrained", squeeze=False)
-    columns = [images] + [augment(images, generator=generator) for _ in range(versions)]
+    columns = [images] + [augment(images, padding, generator=generator)
+                          for _ in range(versions)]
     for j, batch in enumerate(columns):
         axes[0, j].set_title("original" if j == 0 else f"augmented {j}", fontsize=9)
         for i, image in enumerate(batch):

@@ -38,6 +38,10 @@ SWEEP_NORMS = ("batch", "group", "layer", "none")
 REFERENCE_BATCH_SIZE = 256
 #: The batch size of the ablations (the sweep's largest).
 ABLATION_BATCH_SIZE = 128
+#: Crop padding (pixels) of the studies: the recipe's first choice, kept after the main
+#: models moved to :attr:`Config.crop_padding` on the evidence of ``book_parts()["augmentation"]``;
+#: the recipe ablation measures the change in the study setting too.
+STUDY_CROP_PADDING = 4
 #: Group counts of the group-norm ablation: they must divide every width of the network
 #: (16, 24, 32): 1 is layer norm; instance norm (one channel per group) is the other end.
 ABLATION_GROUPS = (1, 2, 4, 8)
@@ -54,11 +58,12 @@ def scaled_lr(batch_size: int, base_lr: float = Config.lr,
 #: :func:`study_config`). The widths move channels to the first stage or to the last,
 #: within the parameter budget and divisible by the default group count.
 RECIPE_CHANGES = {
-    "book recipe": {},
+    "study recipe": {},
     "no label smoothing": {"label_smoothing": 0.0},
     "no weight decay": {"weight_decay": 0.0},
     "weight decay x2": {"weight_decay": 2 * Config.weight_decay},
-    "no augmentation": {"augment": False},
+    "no augmentation": {"crop_padding": 0, "flip": False},
+    "crop padding 2": {"crop_padding": 2},
     "peak learning rate / 2": {"lr": scaled_lr(ABLATION_BATCH_SIZE) / 2},
     "peak learning rate x2": {"lr": scaled_lr(ABLATION_BATCH_SIZE) * 2},
     "channels early": {"widths": (32, 48, 16, 24, 24, 24)},
@@ -73,8 +78,8 @@ def study_config(norm: str, batch_size: int = ABLATION_BATCH_SIZE,
     change any other field."""
     profile = profile or current_profile()
     return Config(norm=norm, profile=profile, batch_size=batch_size,
-                  **{"download": True, "lr": scaled_lr(batch_size), **STUDY_SIZES[profile],
-                     **overrides})
+                  **{"download": True, "lr": scaled_lr(batch_size),
+                     "crop_padding": STUDY_CROP_PADDING, **STUDY_SIZES[profile], **overrides})
 
 
 def batch_size_sweep(profile: str | None = None, **overrides) -> list[Config]:
@@ -112,13 +117,16 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
                ) -> dict[str, list[Config]]:
     """Every config the book shows, by part: ``main`` (:data:`BOOK_NORMS` once per seed),
     ``precision`` (batch norm, seed 0, in each of :data:`PRECISIONS`), ``augmentation``
-    (:data:`BOOK_NORMS`, seed 0, without augmentation: the recipe ablation's largest
-    change, checked in the main setting), ``ablations`` (:func:`ablations`, repeats
-    included) and ``sweep`` (:func:`batch_size_sweep`)."""
+    (:data:`BOOK_NORMS` without augmentation, seed 0, and with the study's 4-pixel crops,
+    once per seed: the evidence for the main models' crop padding), ``ablations``
+    (:func:`ablations`, repeats included) and ``sweep`` (:func:`batch_size_sweep`)."""
     return {
         "main": [book_config(norm, profile, seed=seed) for seed in seeds for norm in BOOK_NORMS],
         "precision": [book_config("batch", profile, precision=p) for p in PRECISIONS],
-        "augmentation": [book_config(norm, profile, augment=False) for norm in BOOK_NORMS],
+        "augmentation": [book_config(norm, profile, crop_padding=0, flip=False)
+                         for norm in BOOK_NORMS]
+                        + [book_config(norm, profile, seed=seed, crop_padding=STUDY_CROP_PADDING)
+                           for seed in seeds for norm in BOOK_NORMS],
         "ablations": [c for configs in ablations(profile).values() for c in configs],
         "sweep": batch_size_sweep(profile),
     }

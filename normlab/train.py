@@ -111,12 +111,14 @@ class Pipeline:
         return cls(*channel_stats(data.train_images), device,
                    choose_precision(config.precision, device))
 
-    def inputs(self, images: torch.Tensor, augment_with: torch.Generator | None = None):
+    def inputs(self, images: torch.Tensor, augment_with: torch.Generator | None = None,
+               padding: int = 4, flip: bool = True):
         """uint8 (N, 3, H, W) -> normalized ``dtype`` (N, 3, H, W) in the pipeline's memory
-        format, on the device; augmented (crop + flip) when a generator is given."""
+        format, on the device; augmented (:func:`normlab.data.augment` with ``padding``
+        and ``flip``) when a generator is given."""
         images = images.to(self.device, non_blocking=True)
         if augment_with is not None:
-            images = augment(images, generator=augment_with)
+            images = augment(images, padding, flip, generator=augment_with)
         x = normalize(images, self.mean, self.std, self.dtype)
         return x.contiguous(memory_format=self.memory_format)
 
@@ -200,6 +202,7 @@ def fit(model: nn.Module, data: CIFAR10, config: "Config", pipeline: Pipeline | 
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = -(-len(train_labels) // config.batch_size)
     optimizer, schedule = make_optimizer(model, config, config.epochs * steps_per_epoch)
+    augmenting = config.crop_padding > 0 or config.flip
     history = History()
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
@@ -211,7 +214,8 @@ def fit(model: nn.Module, data: CIFAR10, config: "Config", pipeline: Pipeline | 
                    total=steps_per_epoch, desc=f"{model.norm} epoch {epoch}/{config.epochs}",
                    disable=not progress, leave=False)
         for step, (images, labels) in enumerate(bar, start=1):
-            x = pipeline.inputs(images, augment_with=generator if config.augment else None)
+            x = pipeline.inputs(images, generator if augmenting else None,
+                                config.crop_padding, config.flip)
             with pipeline.autocast():
                 logits = model(x)
                 loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)

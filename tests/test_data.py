@@ -86,6 +86,18 @@ def test_augment_is_a_padded_crop_and_flip_of_each_image():
     assert 16 < flips < 48  # about half are flipped
 
 
+def test_augment_without_crop_only_flips_and_without_flip_only_crops():
+    images, _ = synthetic_images(32)
+    flipped = augment(images, padding=0, generator=torch.Generator().manual_seed(0))
+    mirrored = [torch.equal(out, image.flip(-1)) for image, out in zip(images, flipped)]
+    assert all(m or torch.equal(out, image) for m, out, image in zip(mirrored, flipped, images))
+    assert 4 < sum(mirrored) < 28
+    cropped = augment(images, padding=2, flip=False, generator=torch.Generator().manual_seed(0))
+    padded = TF.pad(images, [2])
+    assert all(any(torch.equal(out, TF.crop(p, dy, dx, 32, 32)) for dy in range(5) for dx in range(5))
+               for p, out in zip(padded, cropped))
+
+
 def test_augment_is_repeatable_with_a_seed():
     images, _ = synthetic_images(8)
     a = augment(images, generator=torch.Generator().manual_seed(3))
