@@ -71,8 +71,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                            default=list(REPRODUCE_PARTS),
                            help="main: the book's models, once per seed; precision: batch "
                                 "norm in fp32 and bf16; augmentation: the book's models "
-                                "without augmentation and with 4-pixel crops; sweep: the batch-size sweep; "
-                                "ablations: the ablation studies")
+                                "without augmentation and with 4-pixel crops; sweep: the "
+                                "batch-size sweep; ablations: the ablation studies")
     for name, text in (("rf", "print the receptive-field table"),
                        ("summary", "print the torchinfo summary")):
         sub = commands.add_parser(name, help=text)

@@ -38,9 +38,9 @@ SWEEP_NORMS = ("batch", "group", "layer", "none")
 REFERENCE_BATCH_SIZE = 256
 #: The batch size of the ablations (the sweep's largest).
 ABLATION_BATCH_SIZE = 128
-#: Crop padding (pixels) of the studies: the recipe's first choice, kept after the main
-#: models moved to :attr:`Config.crop_padding` on the evidence of ``book_parts()["augmentation"]``;
-#: the recipe ablation measures the change in the study setting too.
+#: Crop padding (pixels) of the studies: the recipe's first choice, kept when the main
+#: models moved to :attr:`Config.crop_padding` on the evidence of the ``augmentation``
+#: part of :func:`book_parts`; the recipe ablation measures the change here too.
 STUDY_CROP_PADDING = 4
 #: Group counts of the group-norm ablation: they must divide every width of the network
 #: (16, 24, 32): 1 is layer norm; instance norm (one channel per group) is the other end.
@@ -125,8 +125,8 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
         "precision": [book_config("batch", profile, precision=p) for p in PRECISIONS],
         "augmentation": [book_config(norm, profile, crop_padding=0, flip=False)
                          for norm in BOOK_NORMS]
-                        + [book_config(norm, profile, seed=seed, crop_padding=STUDY_CROP_PADDING)
-                           for seed in seeds for norm in BOOK_NORMS],
+                        + [book_config(norm, profile, seed=s, crop_padding=STUDY_CROP_PADDING)
+                           for s in seeds for norm in BOOK_NORMS],
         "ablations": [c for configs in ablations(profile).values() for c in configs],
         "sweep": batch_size_sweep(profile),
     }
