@@ -208,8 +208,10 @@ def augment(images: torch.Tensor, padding: int = 4, flip: bool = True,
     left-right with probability 1/2: what torchvision's ``RandomCrop(32, padding=4)`` and
     ``RandomHorizontalFlip()`` do image by image, done here for the whole batch with one
     gather. Works on any dtype and device; returns a tensor of the same shape, dtype and
-    device.
+    device. With neither crop nor flip it returns ``images`` and draws no random numbers.
     """
+    if padding == 0 and not flip:
+        return images
     n, c, h, w = images.shape
     device = images.device
     padded = F.pad(images, (padding,) * 4)                            # (N, C, H+2p, W+2p)

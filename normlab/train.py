@@ -202,7 +202,6 @@ def fit(model: nn.Module, data: CIFAR10, config: "Config", pipeline: Pipeline | 
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = -(-len(train_labels) // config.batch_size)
     optimizer, schedule = make_optimizer(model, config, config.epochs * steps_per_epoch)
-    augmenting = config.crop_padding > 0 or config.flip
     history = History()
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
@@ -214,8 +213,7 @@ def fit(model: nn.Module, data: CIFAR10, config: "Config", pipeline: Pipeline | 
                    total=steps_per_epoch, desc=f"{model.norm} epoch {epoch}/{config.epochs}",
                    disable=not progress, leave=False)
         for step, (images, labels) in enumerate(bar, start=1):
-            x = pipeline.inputs(images, generator if augmenting else None,
-                                config.crop_padding, config.flip)
+            x = pipeline.inputs(images, generator, config.crop_padding, config.flip)
             with pipeline.autocast():
                 logits = model(x)
                 loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)

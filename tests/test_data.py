@@ -98,6 +98,14 @@ def test_augment_without_crop_only_flips_and_without_flip_only_crops():
                for p, out in zip(padded, cropped))
 
 
+def test_augment_with_neither_crop_nor_flip_draws_nothing():
+    images, _ = synthetic_images(4)
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
+    assert augment(images, padding=0, flip=False, generator=generator) is images
+    assert torch.equal(generator.get_state(), state)
+
+
 def test_augment_is_repeatable_with_a_seed():
     images, _ = synthetic_images(8)
     a = augment(images, generator=torch.Generator().manual_seed(3))
