@@ -10,6 +10,12 @@ hardware, versions) and ``<norm>-<key>.pt`` (weights and test predictions) under
 
 Profiles (``$NORMLAB_PROFILE``): ``full`` (default) is the real experiment; ``smoke``
 trains one epoch on a 2,000-image subset, for CI. Same code, other sizes.
+
+Two more settings of the environment: ``$NORMLAB_PRECISION`` (``auto``, ``fp32`` or
+``bf16``) is the precision of :func:`book_config` (default ``auto``: bf16 where the
+hardware computes it natively), so that a machine without native bf16 can still find
+results trained under bf16; ``$NORMLAB_TRAIN=never`` makes :func:`run` raise instead of
+training a result that is not cached (for a build that must only show committed results).
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from .store import atomic_save, atomic_write_json, results_dir
 from .train import History, Pipeline, choose_device, choose_precision, evaluate, fit, predict
 
 PROFILE_ENV = "NORMLAB_PROFILE"
+PRECISION_ENV = "NORMLAB_PRECISION"
+TRAIN_ENV = "NORMLAB_TRAIN"
+TRAIN_MODES = ("auto", "never")
 PROFILES = {
     "full": {},
     "smoke": {"epochs": 1, "train_subset": 2000, "test_subset": 1000},
@@ -92,11 +101,13 @@ def current_profile() -> str:
 
 def book_config(norm: str = "batch", profile: str | None = None, **overrides) -> Config:
     """The config the book uses for ``norm``, sized by ``profile`` (default: the current
-    profile); the canonical archive is downloaded when no data is found (as in Colab);
-    ``overrides`` change any other field."""
+    profile), in the precision ``$NORMLAB_PRECISION`` names (default ``auto``); the
+    canonical archive is downloaded when no data is found (as in Colab); ``overrides``
+    change any other field."""
     profile = profile or current_profile()
-    return Config(norm=norm, profile=profile,
-                  **{"download": True, **PROFILES[profile], **overrides})
+    precision = os.environ.get(PRECISION_ENV, "auto")
+    return Config(norm=norm, profile=profile, **{"download": True, "precision": precision,
+                                                 **PROFILES[profile], **overrides})
 
 
 @dataclass
@@ -194,10 +205,15 @@ def run(config: Config, data: CIFAR10 | None = None, progress: bool = True,
     ``data`` defaults to :func:`prepare_data` of the config. The result is written to the
     cache atomically, weights and JSON record each, after the run has finished: an
     interrupted run leaves nothing behind.
+
+    Raises:
+        FileNotFoundError: no cached result, and ``$NORMLAB_TRAIN`` is ``never``.
+        ValueError: ``$NORMLAB_TRAIN`` is neither ``auto`` nor ``never``.
     """
     data = data if data is not None else prepare_data(config)
     if not retrain and (cached := load_result(config, data)) is not None:
         return cached
+    _check_training_allowed(config, data)
     pipeline = Pipeline.for_config(config, data)
     device, dtype = pipeline.device, pipeline.dtype
     model = config.build_model()
@@ -221,6 +237,20 @@ def run(config: Config, data: CIFAR10 | None = None, progress: bool = True,
                  "test_labels": result.test_labels}, tensor_path)
     atomic_write_json(result.record(), record_path)
     return result
+
+
+def _check_training_allowed(config: Config, data: CIFAR10) -> None:
+    mode = os.environ.get(TRAIN_ENV, "auto")
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"Unknown value {mode!r} for {TRAIN_ENV}. "
+                         f"Valid values are {', '.join(TRAIN_MODES)}.")
+    if mode == "never":
+        record_path, _ = result_paths(config, cache_key(config, data))
+        raise FileNotFoundError(
+            f"No result {record_path} for {config} on the data {data.identity}, and "
+            f"{TRAIN_ENV}=never forbids training it. Train it (`python -m normlab reproduce`, "
+            f"or unset {TRAIN_ENV}) on the data and in the precision the committed results "
+            f"were trained with, and commit results/.")
 
 
 def flip_accuracy(result: Result, data: CIFAR10 | None = None) -> float:

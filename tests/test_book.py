@@ -12,7 +12,10 @@ from normlab.experiment import cache_key, load_result, result_paths
 from normlab.studies import book_parts
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = os.environ.get("NORMLAB_DATA")  # read before the autouse fixture clears it
+# Read before the autouse fixture clears them: the committed results are keyed by the data
+# and the precision they were trained in (the deploy workflow sets both).
+DATA = os.environ.get("NORMLAB_DATA")
+PRECISION = os.environ.get("NORMLAB_PRECISION", "auto")
 CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
 
 
@@ -34,7 +37,7 @@ def test_every_chapter_is_in_the_table_of_contents():
 @pytest.mark.parametrize("norm", ["batch", "layer", "group"])
 def test_committed_results_match_the_book_configuration(norm, monkeypatch):
     monkeypatch.setenv("NORMLAB_RESULTS", str(ROOT / "results"))
-    config = normlab.book_config(norm, profile="full", data=DATA)
+    config = normlab.book_config(norm, profile="full", data=DATA, precision=PRECISION)
     data = normlab.prepare_data(config)
     record_path, _ = result_paths(config, cache_key(config, data))
     assert load_result(config, data) is not None, (
@@ -47,6 +50,7 @@ def test_committed_results_match_the_book_configuration(norm, monkeypatch):
 @pytest.mark.skipif(not DATA, reason="NORMLAB_DATA is not set")
 def test_committed_results_cover_every_part_of_the_book(monkeypatch):
     monkeypatch.setenv("NORMLAB_RESULTS", str(ROOT / "results"))
+    monkeypatch.setenv("NORMLAB_PRECISION", PRECISION)
     data = {}
     missing = []
     for part, configs in book_parts("full").items():

@@ -102,6 +102,26 @@ def test_flip_summary_per_norm_over_seeds(tiny_data):
     assert summary.loc["batch", ("gain", "mean")] == pytest.approx(gain, abs=0.005)
 
 
+def test_train_never_loads_cached_results_and_refuses_to_train(tiny_data, monkeypatch):
+    cached = run(tiny_config(epochs=1), tiny_data, progress=False)
+    monkeypatch.setenv("NORMLAB_TRAIN", "never")
+    assert run(tiny_config(epochs=1), tiny_data, progress=False).test_accuracy == cached.test_accuracy
+    record_path, _ = result_paths(tiny_config(epochs=2), cache_key(tiny_config(epochs=2), tiny_data))
+    with pytest.raises(FileNotFoundError, match=f"No result {record_path}.*NORMLAB_TRAIN=never"):
+        run(tiny_config(epochs=2), tiny_data, progress=False)
+    assert not record_path.exists()
+    monkeypatch.setenv("NORMLAB_TRAIN", "sometimes")
+    with pytest.raises(ValueError, match="Valid values are auto, never"):
+        run(tiny_config(epochs=2), tiny_data, progress=False)
+
+
+def test_book_config_takes_its_precision_from_the_environment(monkeypatch):
+    assert normlab.book_config("batch").precision == "auto"
+    monkeypatch.setenv("NORMLAB_PRECISION", "bf16")
+    assert normlab.book_config("batch").precision == "bf16"
+    assert normlab.book_config("batch", precision="fp32").precision == "fp32"
+
+
 def test_unknown_profile_and_precision():
     with pytest.raises(ValueError, match="Valid values are full, smoke"):
         Config(profile="huge")
