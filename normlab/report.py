@@ -77,6 +77,19 @@ def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
     return summary.drop(columns=[("gain", "std")])
 
 
+def against_published(results: Sequence[Result], published: dict[str, float]) -> pd.DataFrame:
+    """Final test accuracy (percent) per norm next to ``published`` (norm -> percent): the
+    mean and the lowest over ``results`` (the seeds), and the lowest minus the published
+    figure (points)."""
+    table = accuracy_table(results).groupby("norm", sort=False)["test accuracy (%)"].agg(
+        ["mean", "min"])
+    table.columns = ["mean (%)", "lowest seed (%)"]
+    table.insert(0, "best published (%)", pd.Series(published))
+    table["lowest seed - published (points)"] = (table["lowest seed (%)"]
+                                                  - table["best published (%)"])
+    return table.round(2)
+
+
 def accuracy_by(results: Sequence[Result], field: str, rows: str = "norm") -> pd.DataFrame:
     """Final test accuracy (percent) with one row per value of the config field ``rows``
     and one column per value of ``field``: the table of an ablation or a sweep."""

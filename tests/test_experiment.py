@@ -140,3 +140,12 @@ def test_seed_summary_is_mean_and_std_over_seeds(tiny_data):
         round(tests.mean().item(), 2), abs=0.01)
     assert summary.loc["group", ("test accuracy (%)", "std")] == pytest.approx(
         round(tests.std().item(), 2), abs=0.01)
+
+
+def test_against_published_gives_the_margin_of_the_lowest_seed(tiny_data):
+    results = [run(tiny_config(epochs=1, seed=s), tiny_data, progress=False) for s in (0, 1)]
+    lowest = min(round(100 * r.test_accuracy, 2) for r in results)
+    table = normlab.report.against_published(results, {"batch": 12.5, "group": 50.0})
+    assert list(table.index) == ["batch"]
+    assert table.loc["batch", "lowest seed (%)"] == pytest.approx(lowest)
+    assert table.loc["batch", "lowest seed - published (points)"] == pytest.approx(lowest - 12.5)
