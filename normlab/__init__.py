@@ -25,3 +25,14 @@ from .norms import (DEFAULT_GROUPS, NORM_NAMES, batch_norm, canonical_norm, grou
 from .train import History, choose_device, choose_precision, evaluate, fit, predict
 from . import plots, probes, report, studies
 from .receptive_field import receptive_field
+
+__all__ = [
+    "CIFAR10", "augment", "channel_stats", "load_cifar10", "load_data", "load_image_folder",
+    "Config", "Mistake", "Result", "book_config", "current_profile", "flip_accuracy",
+    "load_result", "misclassified", "prepare_data", "run",
+    "MAX_PARAMS", "WIDTHS", "ConvBlock", "Net", "Residual", "count_parameters",
+    "DEFAULT_GROUPS", "NORM_NAMES", "batch_norm", "canonical_norm", "group_norm",
+    "instance_norm", "layer_norm", "make_norm",
+    "History", "choose_device", "choose_precision", "evaluate", "fit", "predict",
+    "plots", "probes", "report", "studies", "receptive_field",
+]

@@ -55,7 +55,7 @@ class CIFAR10:
     classes: list[str]
     identity: str
 
-    def subset(self, train: int | None = None, test: int | None = None) -> "CIFAR10":
+    def subset(self, train: int | None = None, test: int | None = None) -> CIFAR10:
         """The first ``train`` training and ``test`` test images after a fixed shuffle
         (seed 0), so that every class appears; ``None`` keeps a split whole."""
 
@@ -212,7 +212,7 @@ def augment(images: torch.Tensor, padding: int = 4, flip: bool = True,
     """
     if padding == 0 and not flip:
         return images
-    n, c, h, w = images.shape
+    n, _, h, w = images.shape
     device = images.device
     padded = F.pad(images, (padding,) * 4)                            # (N, C, H+2p, W+2p)
     # random numbers come from the (CPU) generator, so a seed fixes them on any device

@@ -44,14 +44,14 @@ class _Axis:
     start: float
     size: int
 
-    def through(self, kernel: int, stride: int, padding: int, dilation: int) -> "_Axis":
+    def through(self, kernel: int, stride: int, padding: int, dilation: int) -> _Axis:
         effective = dilation * (kernel - 1) + 1
         return _Axis(self.jump * stride,
                      self.field + (effective - 1) * self.jump,
                      self.start + ((effective - 1) / 2 - padding) * self.jump,
                      (self.size + 2 * padding - effective) // stride + 1)
 
-    def union(self, other: "_Axis") -> "_Axis":
+    def union(self, other: _Axis) -> _Axis:
         if self.jump != other.jump or self.size != other.size:
             raise ValueError(f"Paths meet with different grids ({self} vs {other}).")
         low = min(self.start - (self.field - 1) / 2, other.start - (other.field - 1) / 2)

@@ -104,7 +104,7 @@ class Pipeline:
         self.memory_format = memory_format
 
     @classmethod
-    def for_config(cls, config: "Config", data: CIFAR10) -> "Pipeline":
+    def for_config(cls, config: Config, data: CIFAR10) -> Pipeline:
         """The pipeline ``config`` trains with: its device and precision, and the channel
         statistics of ``data``'s training split."""
         device = choose_device(config.device)
@@ -161,7 +161,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return loss, (probs.argmax(dim=1) == labels).float().mean().item()
 
 
-def make_optimizer(model: nn.Module, config: "Config", steps: int):
+def make_optimizer(model: nn.Module, config: Config, steps: int):
     """SGD with Nesterov momentum and the OneCycle schedule over ``steps`` steps.
 
     Weight decay applies to convolution weights only, not to normalization parameters or
@@ -186,7 +186,7 @@ def make_optimizer(model: nn.Module, config: "Config", steps: int):
     return optimizer, schedule
 
 
-def fit(model: nn.Module, data: CIFAR10, config: "Config", pipeline: Pipeline | None = None,
+def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | None = None,
         progress: bool = True) -> History:
     """Train ``model`` on ``data`` for ``config.epochs`` epochs; evaluate on the test split
     after each epoch. Returns the :class:`History`.

@@ -71,18 +71,19 @@ def test_every_page_reads_cleanly(site, browser):
     problems = []
     for page_path in pages(site):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors = []
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-        page.on("pageerror", lambda e: errors.append(str(e)))
+        messages = []
+        page.on("console", lambda m, log=messages: m.type == "error" and log.append(m.text))
+        page.on("pageerror", lambda e, log=messages: log.append(str(e)))
         page.goto(page_path.as_uri(), wait_until="load")
         name = page_path.stem
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
         # the closed network blocks CDN scripts (MathJax, ...): those are not page errors
-        errors = [e for e in errors if "net::ERR" not in e and "Failed to load resource" not in e]
+        errors = [e for e in messages if "net::ERR" not in e and "Failed to load resource" not in e]
         if errors:
             problems.append(f"{name}: console errors {errors}")
         text = page.inner_text("article") if page.query_selector("article") else ""
-        if "Traceback (most recent call last)" in text or page.query_selector(".output.traceback, .output.error"):
+        if ("Traceback (most recent call last)" in text
+                or page.query_selector(".output.traceback, .output.error")):
             problems.append(f"{name}: shows a traceback or an error output")
         for img in page.query_selector_all("article img"):
             size = img.evaluate("i => [i.naturalWidth, i.naturalHeight, i.complete]")
@@ -91,7 +92,7 @@ def test_every_page_reads_cleanly(site, browser):
             if not (img.get_attribute("alt") or "").strip():
                 problems.append(f"{name}: image {img.get_attribute('src')} has no alt text")
         for href in page.eval_on_selector_all("a[href]", "as => as.map(a => a.getAttribute('href'))"):
-            if urlparse(href).scheme or href.startswith("#") or href.startswith("mailto:"):
+            if urlparse(href).scheme or href.startswith(("#", "mailto:")):
                 continue
             target = Path(urlparse(urljoin(page.url, href)).path)  # index.html redirects
             if not target.exists():

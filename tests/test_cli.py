@@ -22,7 +22,8 @@ def test_train_prints_epochs_and_final_accuracy(image_folder, capsys):
 
 
 def test_bad_norm_is_a_clear_error(image_folder):
-    with pytest.raises(SystemExit, match="error: Unknown value 'weight'.*Valid values are batch, layer, group"):
+    with pytest.raises(SystemExit,
+                       match="error: Unknown value 'weight'.*Valid values are batch, layer, group"):
         main(["train", "--norm", "weight", "--data", str(image_folder)])
 
 

@@ -71,6 +71,12 @@ def test_channel_stats():
     torch.testing.assert_close(normalized.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
 
 
+def view(padded_image, dy, dx, flip):
+    """The 32 x 32 crop of ``padded_image`` at (dy, dx), mirrored if ``flip``."""
+    crop = TF.crop(padded_image, dy, dx, 32, 32)
+    return TF.horizontal_flip(crop) if flip else crop
+
+
 def test_augment_is_a_padded_crop_and_flip_of_each_image():
     images, _ = synthetic_images(64)
     out = augment(images, padding=4, generator=torch.Generator().manual_seed(0))
@@ -79,8 +85,7 @@ def test_augment_is_a_padded_crop_and_flip_of_each_image():
     flips = 0
     for padded_image, result in zip(padded, out):
         candidates = {(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (0, 1)
-                      if torch.equal(result, (lambda c: TF.horizontal_flip(c) if flip else c)(
-                          TF.crop(padded_image, dy, dx, 32, 32)))}
+                      if torch.equal(result, view(padded_image, dy, dx, flip))}
         assert candidates, "an output is not a crop (and flip) of its padded input"
         flips += all(flip for _, _, flip in candidates)
     assert 16 < flips < 48  # about half are flipped

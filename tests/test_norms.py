@@ -100,7 +100,8 @@ def test_unknown_norm_lists_valid_names():
 
 
 def test_groups_must_divide_channels():
-    with pytest.raises(ValueError, match=r"groups=5 does not divide num_channels=24.*\[1, 2, 3, 4, 6, 8, 12, 24\]"):
+    with pytest.raises(ValueError,
+                       match=r"groups=5 does not divide num_channels=24.*\[1, 2, 3, 4, 6, 8, 12, 24\]"):
         make_norm("group", 24, groups=5)
 
 
