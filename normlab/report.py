@@ -7,6 +7,7 @@ Every number the book prints in its text is glued from these functions (myst-nb'
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import combinations
 
 import pandas as pd
 import torch
@@ -77,6 +78,13 @@ def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
     return summary.drop(columns=[("gain", "std")])
 
 
+def pairs_beyond(means: pd.Series, noise: float) -> list[str]:
+    """The pairs of norms (``"batch vs layer"``, in the order of ``means``' index) whose
+    means (percent) differ by more than ``noise`` (points)."""
+    return [f"{a} vs {b}" for a, b in combinations(means.index, 2)
+            if abs(means[a] - means[b]) > noise]
+
+
 def against_published(results: Sequence[Result], published: dict[str, float]) -> pd.DataFrame:
     """Final test accuracy (percent) per norm next to ``published`` (norm -> percent): the
     mean and the lowest over ``results`` (the seeds), and the lowest minus the published
@@ -88,6 +96,20 @@ def against_published(results: Sequence[Result], published: dict[str, float]) ->
     table["lowest seed - published (points)"] = (table["lowest seed (%)"]
                                                   - table["best published (%)"])
     return table.round(2)
+
+
+def small_batch_rise(results: Sequence[Result]) -> pd.Series:
+    """Per norm: the test error (percent) at the smallest batch size among ``results``
+    minus the lowest test error over all their batch sizes (points), the cost of small
+    batches that Wu and He (2018, Figure 1) show for batch norm on ImageNet."""
+    error = 100 - accuracy_by(results, "batch_size")
+    return (error[min(error.columns)] - error.min(axis=1)).round(2)
+
+
+def wu_he_holds(rise: pd.Series) -> bool:
+    """Wu and He's finding, as this book tests it on :func:`small_batch_rise`: batch norm's
+    rise exceeds one point and twice group norm's."""
+    return bool(rise["batch"] > 1 and rise["batch"] > 2 * rise["group"])
 
 
 def accuracy_by(results: Sequence[Result], field: str, rows: str = "norm") -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -149,3 +150,11 @@ def test_against_published_gives_the_margin_of_the_lowest_seed(tiny_data):
     assert list(table.index) == ["batch"]
     assert table.loc["batch", "lowest seed (%)"] == pytest.approx(lowest)
     assert table.loc["batch", "lowest seed - published (points)"] == pytest.approx(lowest - 12.5)
+
+
+def test_pairs_beyond_lists_the_pairs_whose_means_differ_by_more_than_the_noise():
+    means = pd.Series({"batch": 81.3, "layer": 79.3, "group": 79.0})
+    assert normlab.report.pairs_beyond(means, 1.0) == ["batch vs layer", "batch vs group"]
+    assert normlab.report.pairs_beyond(means, 0.2) == ["batch vs layer", "batch vs group",
+                                                       "layer vs group"]
+    assert normlab.report.pairs_beyond(means, 3.0) == []

@@ -2,6 +2,7 @@
 
 from dataclasses import asdict
 
+import pandas as pd
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ from normlab.norms import batch_norm
 from normlab.plots import plot_batch_size_sweep
 from normlab.probes import (activation_statistics, batch_statistics_accuracy, norm_layers,
                             with_batch_statistics)
-from normlab.report import accuracy_by
+from normlab.report import accuracy_by, small_batch_rise, wu_he_holds
 from normlab.studies import (BOOK_NORMS, RECIPE_CHANGES, SWEEP_BATCH_SIZES, SWEEP_NORMS,
                              ablations, batch_size_sweep, study_config)
 from normlab.train import Pipeline, make_optimizer, predict
@@ -126,3 +127,13 @@ def test_sweep_table_and_figure_show_every_run(tiny_data):
     assert [line.get_label() for line in lines] == ["BatchNorm", "GroupNorm"]
     assert list(lines[1].get_xdata()) == [8, 32]
     assert list(lines[1].get_ydata()) == [100 * (1 - r.test_accuracy) for r in results[2:]]
+    rise = small_batch_rise(results)
+    error = 100 - table
+    assert rise["group"] == pytest.approx(error.loc["group", 8] - error.loc["group"].min(), abs=0.01)
+    assert (rise >= 0).all()
+
+
+def test_wu_he_holds_when_batch_norm_rises_more_than_a_point_and_twice_group_norm():
+    assert wu_he_holds(pd.Series({"batch": 3.0, "group": 1.0}))
+    assert not wu_he_holds(pd.Series({"batch": 3.0, "group": 2.0}))
+    assert not wu_he_holds(pd.Series({"batch": 0.8, "group": 0.0}))
