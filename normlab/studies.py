@@ -81,9 +81,9 @@ def study_config(norm: str, batch_size: int = ABLATION_BATCH_SIZE,
     current profile) at ``batch_size``, with the learning rate scaled to it; ``overrides``
     change any other field."""
     profile = profile or current_profile()
-    return Config(norm=norm, profile=profile, batch_size=batch_size,
-                  **{"download": True, "lr": scaled_lr(batch_size),
-                     "crop_padding": STUDY_CROP_PADDING, **STUDY_SIZES[profile], **overrides})
+    return book_config(norm, profile, **{"batch_size": batch_size, "lr": scaled_lr(batch_size),
+                                         "crop_padding": STUDY_CROP_PADDING,
+                                         **STUDY_SIZES[profile], **overrides})
 
 
 def batch_size_sweep(profile: str | None = None, **overrides) -> list[Config]:

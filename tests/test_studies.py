@@ -137,3 +137,9 @@ def test_wu_he_holds_when_batch_norm_rises_more_than_a_point_and_twice_group_nor
     assert wu_he_holds(pd.Series({"batch": 3.0, "group": 1.0}))
     assert not wu_he_holds(pd.Series({"batch": 3.0, "group": 2.0}))
     assert not wu_he_holds(pd.Series({"batch": 0.8, "group": 0.0}))
+
+
+def test_study_configs_take_the_precision_of_the_book(monkeypatch):
+    monkeypatch.setenv("NORMLAB_PRECISION", "bf16")
+    configs = batch_size_sweep("full") + [c for cs in ablations("full").values() for c in cs]
+    assert {c.precision for c in configs} == {"bf16"}
