@@ -14,6 +14,7 @@ import torch
 
 from .data import CIFAR10
 from .experiment import Result, flip_accuracy
+from .plots import NORM_LABELS
 
 
 def glue(name: str, value, display: bool = False) -> None:
@@ -79,9 +80,9 @@ def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
 
 
 def pairs_beyond(means: pd.Series, noise: float) -> list[str]:
-    """The pairs of norms (``"batch vs layer"``, in the order of ``means``' index) whose
-    means (percent) differ by more than ``noise`` (points)."""
-    return [f"{a} vs {b}" for a, b in combinations(means.index, 2)
+    """The pairs of norms (``"BatchNorm vs LayerNorm"``, in the order of ``means``' index)
+    whose means (percent) differ by more than ``noise`` (points)."""
+    return [f"{NORM_LABELS[a]} vs {NORM_LABELS[b]}" for a, b in combinations(means.index, 2)
             if abs(means[a] - means[b]) > noise]
 
 

