@@ -16,15 +16,22 @@ Each pipeline is measured ``--repeats`` times, the pipelines taking turns, and t
 is reported: on a shared machine one busy moment should not decide the ratio.
 
 Prints one JSON line: images/second of each, ``speedup`` (their ratio), the model's
-training FLOPs per image (``torch.utils.flop_counter``), achieved FLOP/s and the peak
-resident memory of the process (MiB). ``--quick`` runs few steps and skips torch.compile (under a minute).
+training FLOPs per image (``torch.utils.flop_counter``), achieved FLOP/s, the rate of a
+large dense matrix product in the same precision on the same device (the practical
+ceiling for this arithmetic) and the peak resident memory of the process (MiB).
+``--output`` also writes the record to a file; the book's appendix shows every record in
+``results/benchmarks/``, written with
+``--output results/benchmarks/throughput-$(date +%Y%m%d-%H%M).json``. ``--quick`` runs few
+steps and skips torch.compile (under a minute).
 
     python benchmarks/throughput.py [--quick] [--steps N] [--repeats R] [--batch-size B]
+                                    [--output PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import resource
 import statistics
@@ -38,6 +45,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 import normlab as nl
+from normlab.experiment import processor_name
+from normlab.store import atomic_write_json
 from normlab.train import Pipeline
 
 
@@ -135,6 +144,21 @@ def training_flops_per_image(batch_size: int = 8) -> float:
     return counter.get_total_flops() / batch_size
 
 
+def matmul_gflop_per_s(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of an (n, n) @ (n, n) matrix product in ``dtype`` on the compute device:
+    what the machine sustains on the densest arithmetic there is."""
+    device = nl.choose_device()
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b  # warm-up
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -144,6 +168,7 @@ def main(argv=None):
                         help="measurements per pipeline (interleaved; the median is reported)")
     parser.add_argument("--batch-size", type=int, default=nl.Config().batch_size)
     parser.add_argument("--data", help="CIFAR-10 folder (default $NORMLAB_DATA)")
+    parser.add_argument("--output", help="also write the JSON record to this file")
     args = parser.parse_args(argv)
     steps, repeats = (12, 1) if args.quick else (args.steps, args.repeats)
     data = nl.load_data(args.data)
@@ -159,17 +184,26 @@ def main(argv=None):
     ablation = {name: round(statistics.median(values), 1) for name, values in samples.items()}
     ours = ablation["+auto_precision"]
     flops = training_flops_per_image()
-    print(json.dumps({
-        "device": nl.choose_device().type, "threads": torch.get_num_threads(),
+    dtype = nl.choose_precision("auto", nl.choose_device())
+    achieved, ceiling = ours * flops / 1e9, matmul_gflop_per_s(dtype)
+    record = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+        "device": nl.choose_device().type, "processor": processor_name(),
+        "threads": torch.get_num_threads(),
         "batch_size": args.batch_size, "steps": steps, "repeats": repeats,
         "baseline_images_per_s": round(base, 1), "normlab_images_per_s": ours,
         "speedup": round(ours / base, 2),
-        "normlab_precision": str(nl.choose_precision("auto", nl.choose_device())),
+        "normlab_precision": str(dtype),
         "ablation_images_per_s": ablation,
         "training_gflop_per_image": round(flops / 1e9, 4),
-        "normlab_gflop_per_s": round(ours * flops / 1e9, 1),
+        "normlab_gflop_per_s": round(achieved, 1),
+        "matmul_gflop_per_s": round(ceiling, 1),
+        "fraction_of_matmul": round(achieved / ceiling, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }))
+    }
+    print(json.dumps(record))
+    if args.output:
+        atomic_write_json(record, args.output)
 
 if __name__ == "__main__":
     main()

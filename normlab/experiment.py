@@ -225,7 +225,7 @@ def run(config: Config, data: CIFAR10 | None = None, progress: bool = True,
     key = cache_key(config, data)
     info = {"key": key, **_environment(device, dtype, config.norm), "data": data.identity,
             "torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "processor": _processor_name(),
+            "machine": platform.machine(), "processor": processor_name(),
             "threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None}
     result = Result(config, history, train_accuracy, history.test_accuracy[-1], seconds,
@@ -265,7 +265,8 @@ def flip_accuracy(result: Result, data: CIFAR10 | None = None) -> float:
     return evaluate(model, data.test_images, data.test_labels, pipeline, flip=True)[1]
 
 
-def _processor_name() -> str:
+def processor_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else :func:`platform.processor`)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
