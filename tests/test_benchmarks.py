@@ -1,0 +1,45 @@
+"""The benchmarks run end to end at tiny sizes and report what they promise. Their
+numbers are not checked here: speed is measured by running them, never by a test."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(name: str, *args: str) -> list[dict]:
+    """Run ``benchmarks/<name>`` with ``args``; return the JSON lines it printed."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / name), *args],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_throughput_prints_and_writes_one_record(image_folder, tmp_path):
+    output = tmp_path / "records" / "throughput.json"
+    [record] = run_benchmark("throughput.py", "--quick", "--batch-size", "16",
+                             "--data", str(image_folder), "--output", str(output))
+    assert json.loads(output.read_text()) == record
+    assert record["speedup"] == pytest.approx(
+        record["normlab_images_per_s"] / record["baseline_images_per_s"], abs=0.01)
+    assert list(record["ablation_images_per_s"]) == ["in_memory_fp32_nchw", "+channels_last",
+                                                     "+auto_precision"]
+    assert record["ablation_images_per_s"]["+auto_precision"] == record["normlab_images_per_s"]
+    assert record["normlab_gflop_per_s"] == pytest.approx(
+        record["normlab_images_per_s"] * record["training_gflop_per_image"], rel=0.01)
+    assert record["fraction_of_matmul"] == pytest.approx(
+        record["normlab_gflop_per_s"] / record["matmul_gflop_per_s"], abs=0.002)
+    assert record["peak_rss_mib"] > 0
+
+
+def test_norm_speed_times_every_layer_and_network_relative_to_batch_norm():
+    lines = run_benchmark("norm_speed.py", "--repeats", "3", "--batch-size", "4")
+    layers = [line for line in lines if "layer" in line]
+    networks = {line["network"]: line for line in lines if "network" in line}
+    assert layers and all(line["ms"] >= 0 for line in layers)
+    assert {"batch", "layer", "group"} <= set(networks)
+    assert networks["batch"]["relative_to_batch"] == 1.0
