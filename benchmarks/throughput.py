@@ -184,11 +184,12 @@ def main(argv=None):
     ablation = {name: round(statistics.median(values), 1) for name, values in samples.items()}
     ours = ablation["+auto_precision"]
     flops = training_flops_per_image()
-    dtype = nl.choose_precision("auto", nl.choose_device())
+    device = nl.choose_device()
+    dtype = nl.choose_precision("auto", device)
     achieved, ceiling = ours * flops / 1e9, matmul_gflop_per_s(dtype)
     record = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
-        "device": nl.choose_device().type, "processor": processor_name(),
+        "device": device.type, "processor": processor_name(),
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size, "steps": steps, "repeats": repeats,
         "baseline_images_per_s": round(base, 1), "normlab_images_per_s": ours,
