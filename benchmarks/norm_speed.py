@@ -2,7 +2,7 @@
 
 ``layers``: forward + backward of each normalization layer alone (``normlab.make_norm``,
 and ``torch.nn.GroupNorm`` as it is, whose channels_last CPU kernel normlab's
-``GroupNorm`` avoids) on the activation shapes of the book's network at batch size 256,
+``GroupNorm`` avoids) on the activation shapes of the book's network at the recipe's batch size,
 for each memory format (channels_last, as ``fit`` uses, and contiguous NCHW) and input
 dtype (fp32, and bf16 as the convolutions hand it over under autocast). Milliseconds per
 forward + backward, summed over the network's norm layers (two at 32x32, three at 16x16
@@ -86,7 +86,7 @@ def interleaved(variants: dict, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=nl.Config().batch_size)
     parser.add_argument("--only", choices=("layers", "network"))
     args = parser.parse_args()
     if args.only != "network":

@@ -23,7 +23,7 @@ from .model import Net
 from .norms import DEFAULT_GROUPS, NORM_NAMES
 from .receptive_field import receptive_field
 from .report import accuracy_table
-from .studies import BOOK_NORMS, BOOK_SEEDS, book_parts
+from .studies import BOOK_NORMS, BOOK_SEEDS, MAIN_BATCH_SIZES, book_parts
 
 REPRODUCE_PARTS = tuple(book_parts("smoke"))
 
@@ -71,7 +71,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                            default=list(REPRODUCE_PARTS),
                            help="main: the book's models, once per seed; precision: batch "
                                 "norm in fp32 and bf16; augmentation: the book's models "
-                                "without augmentation and with 4-pixel crops; sweep: the "
+                                "without augmentation and with 4-pixel crops; batchsize: the "
+                                "book's models at batch size "
+                                f"{', '.join(map(str, MAIN_BATCH_SIZES))}; sweep: the "
                                 "batch-size sweep; ablations: the ablation studies")
     for name, text in (("rf", "print the receptive-field table"),
                        ("summary", "print the torchinfo summary")):

@@ -59,8 +59,8 @@ class Config:
     residual: bool = True               # residual additions in stages 2 and 3
     order: str = "conv-relu-norm"       # or "conv-norm-relu"
     epochs: int = 20                    # passes over the training split
-    batch_size: int = 256               # images per optimizer step
-    lr: float = 0.2                     # peak learning rate of OneCycle
+    batch_size: int = 128               # images per optimizer step
+    lr: float = 0.1                     # peak learning rate of OneCycle
     momentum: float = 0.9               # Nesterov momentum of SGD
     weight_decay: float = 5e-4          # L2 on convolution weights
     label_smoothing: float = 0.1        # of the training loss (0 = none)

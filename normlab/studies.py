@@ -27,6 +27,9 @@ BOOK_SEEDS = (0, 1, 2)
 PUBLISHED_BEST = {"batch": 80.4, "layer": 78.1, "group": 77.6}
 #: Precisions the batch-norm model is compared in.
 PRECISIONS = ("fp32", "bf16")
+#: Other batch sizes the main models are trained at (learning rate scaled, :func:`scaled_lr`):
+#: the evidence for the recipe's :attr:`Config.batch_size`.
+MAIN_BATCH_SIZES = (256,)
 
 #: Training sizes of the studies, per profile (the test split is whole in ``full``).
 STUDY_SIZES = {
@@ -39,7 +42,7 @@ SWEEP_BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128)
 #: network cannot see its input (the ablations show it, and the fix).
 SWEEP_NORMS = ("batch", "group", "layer", "none")
 #: The batch size the main recipe's learning rate (``Config.lr``) is tuned for.
-REFERENCE_BATCH_SIZE = 256
+REFERENCE_BATCH_SIZE = Config.batch_size
 #: The batch size of the ablations (the sweep's largest).
 ABLATION_BATCH_SIZE = 128
 #: Crop padding (pixels) of the studies: the recipe's first choice, kept when the main
@@ -121,16 +124,20 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
                ) -> dict[str, list[Config]]:
     """Every config the book shows, by part: ``main`` (:data:`BOOK_NORMS` once per seed),
     ``precision`` (batch norm, seed 0, in each of :data:`PRECISIONS`), ``augmentation``
-    (:data:`BOOK_NORMS` without augmentation, seed 0, and with the study's 4-pixel crops,
-    once per seed: the evidence for the main models' crop padding), ``ablations``
+    (:data:`BOOK_NORMS`, seed 0, without augmentation and with the study's 4-pixel crops:
+    the evidence for the main models' crop padding), ``batchsize`` (:data:`BOOK_NORMS` at
+    each of :data:`MAIN_BATCH_SIZES`, once per seed: the evidence for the batch size),
+    ``ablations``
     (:func:`ablations`, repeats included) and ``sweep`` (:func:`batch_size_sweep`)."""
     return {
         "main": [book_config(norm, profile, seed=seed) for seed in seeds for norm in BOOK_NORMS],
         "precision": [book_config("batch", profile, precision=p) for p in PRECISIONS],
-        "augmentation": [book_config(norm, profile, crop_padding=0, flip=False)
-                         for norm in BOOK_NORMS]
-                        + [book_config(norm, profile, seed=s, crop_padding=STUDY_CROP_PADDING)
-                           for s in seeds for norm in BOOK_NORMS],
+        "augmentation": [book_config(norm, profile, **change)
+                         for change in ({"crop_padding": 0, "flip": False},
+                                        {"crop_padding": STUDY_CROP_PADDING})
+                         for norm in BOOK_NORMS],
+        "batchsize": [book_config(norm, profile, seed=seed, batch_size=b, lr=scaled_lr(b))
+                      for b in MAIN_BATCH_SIZES for seed in seeds for norm in BOOK_NORMS],
         "ablations": [c for configs in ablations(profile).values() for c in configs],
         "sweep": batch_size_sweep(profile),
     }

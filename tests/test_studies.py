@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from normlab import Config, run
+from normlab import Config, book_config, run
 from normlab.data import channel_stats
 from normlab.model import MAX_PARAMS, Net, count_parameters
 from normlab.norms import batch_norm
@@ -14,8 +14,8 @@ from normlab.plots import plot_batch_size_sweep
 from normlab.probes import (activation_statistics, batch_statistics_accuracy, norm_layers,
                             with_batch_statistics)
 from normlab.report import accuracy_by, small_batch_rise, wu_he_holds
-from normlab.studies import (BOOK_NORMS, RECIPE_CHANGES, SWEEP_BATCH_SIZES, SWEEP_NORMS,
-                             ablations, batch_size_sweep, study_config)
+from normlab.studies import (BOOK_NORMS, MAIN_BATCH_SIZES, RECIPE_CHANGES, SWEEP_BATCH_SIZES,
+                             SWEEP_NORMS, ablations, batch_size_sweep, book_parts, study_config)
 from normlab.train import Pipeline, make_optimizer, predict
 
 from conftest import synthetic_images
@@ -34,6 +34,17 @@ def test_sweep_changes_only_norm_batch_size_and_scaled_lr():
     assert len({c.lr / c.batch_size for c in configs}) == 1       # linear scaling
     assert all(differences(configs[0], c) <= {"norm", "batch_size", "lr"} for c in configs)
     assert all(c.epochs <= 20 for c in configs)
+
+
+def test_batch_size_evidence_changes_only_batch_size_and_scaled_lr_of_the_main_models():
+    parts = book_parts("full")
+    main, others = parts["main"], parts["batchsize"]
+    assert len(others) == len(MAIN_BATCH_SIZES) * len(main)
+    assert Config.batch_size not in MAIN_BATCH_SIZES
+    for config in others:
+        assert differences(book_config(config.norm, "full", seed=config.seed), config) == {
+            "batch_size", "lr"}
+        assert config.lr / config.batch_size == Config.lr / Config.batch_size
 
 
 @pytest.mark.parametrize("name, changed", [("residual", {"residual"}), ("order", {"order"}),
