@@ -144,10 +144,10 @@ def training_flops_per_image(batch_size: int = 8) -> float:
     return counter.get_total_flops() / batch_size
 
 
-def matmul_gflop_per_s(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
-    """GFLOP/s of an (n, n) @ (n, n) matrix product in ``dtype`` on the compute device:
-    what the machine sustains on the densest arithmetic there is."""
-    device = nl.choose_device()
+def matmul_gflop_per_s(device: torch.device, dtype: torch.dtype, n: int = 2048,
+                       repeats: int = 10) -> float:
+    """GFLOP/s of an (n, n) @ (n, n) matrix product in ``dtype`` on ``device``: what the
+    machine sustains on the densest arithmetic there is."""
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     a @ b  # warm-up
@@ -186,7 +186,7 @@ def main(argv=None):
     flops = training_flops_per_image()
     device = nl.choose_device()
     dtype = nl.choose_precision("auto", device)
-    achieved, ceiling = ours * flops / 1e9, matmul_gflop_per_s(dtype)
+    achieved, ceiling = ours * flops / 1e9, matmul_gflop_per_s(device, dtype)
     record = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
         "device": device.type, "processor": processor_name(),
