@@ -12,6 +12,7 @@ and three at 8x8, as in ``normlab.Net``).
 supported, SGD) for each norm, and for group norm with ``torch.nn.GroupNorm``: what a norm
 costs where it runs, between convolutions and ReLUs. Milliseconds per step.
 
+Both run with the allocator setting ``fit`` makes (``normlab.train.keep_freed_memory``).
 Repeats are interleaved across the variants, so that a busy machine slows them alike; the
 median is reported. Prints one JSON line per variant.
 
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=nl.Config().batch_size)
     parser.add_argument("--only", choices=("layers", "network"))
     args = parser.parse_args()
+    nl.train.keep_freed_memory()   # as fit does
     if args.only != "network":
         variants = {(n, f, d): lambda n=n, f=f, d=d: layer_time(n, FORMATS[f], DTYPES[d],
                                                                 args.batch_size)

@@ -8,17 +8,21 @@ of steps, on the same CIFAR-10 images ($NORMLAB_DATA):
   arrays), torchvision transforms (RandomCrop(32, padding=4), RandomHorizontalFlip,
   ToTensor, Normalize), a DataLoader with 2 workers, fp32, NCHW.
 - ``normlab``: uint8 data in memory, per-image crop and flip on the whole batch on the
-  compute device, channels_last, bf16 autocast where supported (``normlab.train``), and
-  each choice measured on top of the previous one (``ablation``), then torch.compile,
-  which ``fit`` does not use yet. ``speedup`` is for what ``fit`` does.
+  compute device, channels_last, bf16 autocast where supported, the C library told to
+  keep freed memory (``normlab.train``), each choice measured on top of the previous one
+  (``ablation``), then torch.compile, which ``fit`` does not use. ``speedup`` is for what
+  ``fit`` does.
 
-Each pipeline is measured ``--repeats`` times, the pipelines taking turns, and the median
-is reported: on a shared machine one busy moment should not decide the ratio.
+Each measurement runs in a fresh Python process (as a notebook's kernel starts), so that
+no choice, such as the allocator setting, which lasts for the process, reaches another
+pipeline. Each pipeline is measured ``--repeats`` times, the pipelines taking turns, and
+the median is reported: on a shared machine one busy moment should not decide the ratio.
 
-Prints one JSON line: images/second of each, ``speedup`` (their ratio), the model's
-training FLOPs per image (``torch.utils.flop_counter``), achieved FLOP/s, the rate of a
+Prints one JSON line: images/second of each, ``speedup`` (their ratio), the minor page
+faults of each pipeline's process per step, the model's training FLOPs per image
+(``torch.utils.flop_counter``), achieved FLOP/s, the rate of a
 large dense matrix product in the same precision on the same device (the practical
-ceiling for this arithmetic) and the peak resident memory of the process (MiB).
+ceiling for this arithmetic) and the peak resident memory of normlab's process (MiB).
 ``--output`` also writes the record to a file; the book's appendix shows every record in
 ``results/benchmarks/``, written with
 ``--output results/benchmarks/throughput-$(date +%Y%m%d-%H%M).json``. ``--quick`` runs few
@@ -33,9 +37,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import multiprocessing
 import resource
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -65,14 +71,19 @@ class PILCIFAR(Dataset):
         return self.transform(Image.fromarray(self.images[index])), self.labels[index]
 
 
+def _minor_page_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _steps(model, optimizer, batches, steps, autocast):
-    """Run ``steps`` training steps over the (x, y) iterator; return images per second
-    (the first 3 steps, warm-up, are not timed)."""
+    """Run ``steps`` training steps over the (x, y) iterator; return images per second and
+    the process's minor page faults per step (the first 3 steps, warm-up, are not
+    counted)."""
     model.train()
-    seen, start = 0, None
+    seen, start, faults = 0, None, None
     for step, (x, y) in enumerate(batches):
         if step == 3:
-            start, seen = time.perf_counter(), 0
+            start, seen, faults = time.perf_counter(), 0, _minor_page_faults()
         with autocast():
             loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
@@ -81,7 +92,7 @@ def _steps(model, optimizer, batches, steps, autocast):
         seen += len(y)
         if step + 1 == steps + 3:
             break
-    return seen / (time.perf_counter() - start)
+    return seen / (time.perf_counter() - start), (_minor_page_faults() - faults) / steps
 
 
 def baseline(data, batch_size, steps):
@@ -104,8 +115,11 @@ def baseline(data, batch_size, steps):
 
 
 def normlab_pipeline(data, batch_size, steps, precision="auto", channels_last=True,
-                     compile=False):
-    """normlab's training step with the given choices; returns images per second."""
+                     keep_freed_memory=False, compile=False):
+    """normlab's training step with the given choices; returns images per second and page
+    faults per step."""
+    if keep_freed_memory:
+        nl.train.keep_freed_memory()
     device = nl.choose_device()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     pipeline = Pipeline(*nl.channel_stats(data.train_images), device,
@@ -130,9 +144,24 @@ def normlab_pipeline(data, batch_size, steps, precision="auto", channels_last=Tr
 CHOICES = [
     ("in_memory_fp32_nchw", {"precision": "fp32", "channels_last": False}),
     ("+channels_last", {"precision": "fp32"}),
-    ("+auto_precision", {"precision": "auto"}),   # what normlab.train.fit does
-    ("+compile", {"precision": "auto", "compile": True}),   # not (yet) used by fit
+    ("+auto_precision", {"precision": "auto"}),
+    ("+keep_freed_memory", {"keep_freed_memory": True}),   # what normlab.train.fit does
+    ("+compile", {"keep_freed_memory": True, "compile": True}),   # not used by fit
 ]
+FIT = "+keep_freed_memory"
+
+
+def measure(name: str, data_dir: str | None, batch_size: int, steps: int) -> dict:
+    """Images per second of pipeline ``name`` (``baseline`` or a choice of
+    :data:`CHOICES`), minor page faults per step, and the peak resident memory (MiB) of
+    the process that ran it."""
+    data = nl.load_data(data_dir)
+    if name == "baseline":
+        rate, faults = baseline(data, batch_size, steps)
+    else:
+        rate, faults = normlab_pipeline(data, batch_size, steps, **dict(CHOICES)[name])
+    return {"rate": rate, "faults": faults,
+            "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def training_flops_per_image(batch_size: int = 8) -> float:
@@ -171,18 +200,21 @@ def main(argv=None):
     parser.add_argument("--output", help="also write the JSON record to this file")
     args = parser.parse_args(argv)
     steps, repeats = (12, 1) if args.quick else (args.steps, args.repeats)
-    data = nl.load_data(args.data)
-    choices = [c for c in CHOICES if not (args.quick and c[1].get("compile"))]
-    pipelines = {"baseline": lambda: baseline(data, args.batch_size, steps),
-                 **{name: lambda kw=kw: normlab_pipeline(data, args.batch_size, steps, **kw)
-                    for name, kw in choices}}
-    samples = {name: [] for name in pipelines}
-    for _ in range(repeats):  # interleaved, so that a busy moment slows every pipeline
-        for name, measure in pipelines.items():
-            samples[name].append(measure())
-    base = statistics.median(samples.pop("baseline"))
-    ablation = {name: round(statistics.median(values), 1) for name, values in samples.items()}
-    ours = ablation["+auto_precision"]
+    names = ["baseline"] + [name for name, kw in CHOICES if not (args.quick and kw.get("compile"))]
+    samples = {name: [] for name in names}
+    # a fresh process per measurement; interleaved, so that a busy moment slows every pipeline
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        for _ in range(repeats):
+            for name in names:
+                samples[name].append(
+                    pool.submit(measure, name, args.data, args.batch_size, steps).result())
+    def median(name, measured):
+        return statistics.median(sample[measured] for sample in samples[name])
+
+    base = median("baseline", "rate")
+    ablation = {name: round(median(name, "rate"), 1) for name in names[1:]}
+    ours = ablation[FIT]
     flops = training_flops_per_image()
     device = nl.choose_device()
     dtype = nl.choose_precision("auto", device)
@@ -200,7 +232,8 @@ def main(argv=None):
         "normlab_gflop_per_s": round(achieved, 1),
         "matmul_gflop_per_s": round(ceiling, 1),
         "fraction_of_matmul": round(achieved / ceiling, 3),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "page_faults_per_step": {name: round(median(name, "faults")) for name in names},
+        "peak_rss_mib": round(max(sample["rss"] for sample in samples[FIT]), 1),
     }
     print(json.dumps(record))
     if args.output:
