@@ -61,7 +61,7 @@ class Config:
     epochs: int = 20                    # passes over the training split
     batch_size: int = 128               # images per optimizer step
     lr: float = 0.1                     # peak learning rate of OneCycle
-    momentum: float = 0.9               # Nesterov momentum of SGD
+    momentum: float = 0.9               # SGD's; OneCycle replaces it (make_optimizer)
     weight_decay: float = 5e-4          # L2 on convolution weights
     label_smoothing: float = 0.1        # of the training loss (0 = none)
     pct_start: float = 0.25             # fraction of steps that warm the learning rate up

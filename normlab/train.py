@@ -203,6 +203,11 @@ def make_optimizer(model: nn.Module, config: Config, steps: int):
     biases (decaying the affine scale of a normalized layer only changes its effective
     learning rate).
 
+    OneCycle also cycles the momentum, inversely to the learning rate: from
+    ``max_momentum`` (0.95) down to ``base_momentum`` (0.85) at the peak learning rate and
+    back (PyTorch's defaults, Smith & Topin 2019). It sets the momentum of every parameter
+    group when it is created, so ``config.momentum`` is replaced before the first step.
+
     Raises:
         ValueError: too few steps for the warm-up and the annealing phase of OneCycle.
     """
