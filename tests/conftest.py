@@ -1,7 +1,10 @@
-"""Tiny synthetic CIFAR-10 look-alikes, written to temporary folders."""
+"""Tiny synthetic CIFAR-10 look-alikes, written to temporary folders, and a runner of
+Python in a fresh process."""
 
 import hashlib
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -21,6 +24,15 @@ def synthetic_images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
         images[i, label % 3] += 120
         images[i, :, 3 * label: 3 * label + 3, :] = 250
     return images, labels
+
+
+def run_python(*args: str, timeout: float) -> str:
+    """Run this interpreter with ``args`` in a fresh process; assert that it exits with 0
+    (the message shows the end of its stderr) and return what it printed."""
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 @pytest.fixture(autouse=True)

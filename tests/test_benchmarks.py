@@ -2,21 +2,18 @@
 numbers are not checked here: speed is measured by running them, never by a test."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def run_benchmark(name: str, *args: str) -> list[dict]:
     """Run ``benchmarks/<name>`` with ``args``; return the JSON lines it printed."""
-    result = subprocess.run([sys.executable, str(BENCHMARKS / name), *args],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    printed = run_python(str(BENCHMARKS / name), *args, timeout=600)
+    return [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
 
 
 def test_throughput_prints_and_writes_one_record(image_folder, tmp_path):

@@ -4,11 +4,11 @@ and training computes the same numbers with it.
 Measured in fresh processes: the setting lasts for the process that makes it.
 """
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="glibc's allocator")
@@ -54,10 +54,7 @@ print(digest.hexdigest())
 
 
 def child(script: str, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip()
+    return run_python("-c", script, *args, timeout=300).strip()
 
 
 def test_keep_freed_memory_reuses_freed_tensors_without_page_faults():
