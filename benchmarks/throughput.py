@@ -209,6 +209,7 @@ def main(argv=None):
             for name in names:
                 samples[name].append(
                     pool.submit(measure, name, args.data, args.batch_size, steps).result())
+
     def median(name, measured):
         return statistics.median(sample[measured] for sample in samples[name])
 
