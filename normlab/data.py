@@ -230,10 +230,22 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 images (N, 3, H, W) -> ``dtype`` tensor ``(x / 255 - mean) / std``, with
     ``mean`` and ``std`` (3,) as fractions of 255 (from :func:`channel_stats`). Keeps the
-    memory format of the input."""
-    scale = (1 / (255 * std)).to(images.device)
-    shift = (-mean / std).to(images.device)
-    return (images.to(dtype) * scale[:, None, None].to(dtype) + shift[:, None, None].to(dtype))
+    memory format of the input (channels_last or contiguous).
+
+    Computed as ``x * scale + shift`` in ``dtype``, with the per-channel ``scale`` and
+    ``shift`` spelled out to one image's shape (1, 3, H, W) in the input's memory format:
+    broadcast from (3, 1, 1) onto channels_last input, whose innermost dimension is the 3
+    channels, the product runs element by element and takes about 8 times longer.
+    """
+    _, c, h, w = images.shape
+    channels_last = images.is_contiguous(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def per_pixel(values: torch.Tensor) -> torch.Tensor:
+        values = values.to(images.device, dtype)[:, None, None].expand(1, c, h, w)
+        return values.contiguous(memory_format=memory_format)
+
+    return images.to(dtype) * per_pixel(1 / (255 * std)) + per_pixel(-mean / std)
 
 
 def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,

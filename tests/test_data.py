@@ -71,6 +71,19 @@ def test_channel_stats():
     torch.testing.assert_close(normalized.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.bfloat16, 2 ** -5)])
+def test_normalize_every_pixel_value_in_both_memory_formats(dtype, atol):
+    values = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(2, 3, 16, 16)
+    mean, std = torch.tensor([0.49, 0.48, 0.45]), torch.tensor([0.25, 0.24, 0.26])
+    expected = (values.double() / 255 - mean.double()[:, None, None]) / std.double()[:, None, None]
+    nchw = normalize(values.contiguous(), mean, std, dtype)
+    nhwc = normalize(values.contiguous(memory_format=torch.channels_last), mean, std, dtype)
+    assert nchw.dtype == nhwc.dtype == dtype
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(nchw, nhwc)                      # same arithmetic in either layout
+    torch.testing.assert_close(nchw.double(), expected, rtol=0, atol=atol)
+
+
 def view(padded_image, dy, dx, flip):
     """The 32 x 32 crop of ``padded_image`` at (dy, dx), mirrored if ``flip``."""
     crop = TF.crop(padded_image, dy, dx, 32, 32)
