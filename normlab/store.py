@@ -6,7 +6,9 @@
 
 Every file is written to a temporary name in the same folder and then renamed
 (:func:`os.replace` is atomic on POSIX and Windows), so an interrupted write leaves the
-previous file or none, never half of one.
+previous file or none, never half of one. The file gets the permissions a plain
+``open(path, "w")`` would give it (0o666 less the process's umask), not the owner-only
+0o600 of the temporary file.
 """
 
 from __future__ import annotations
@@ -39,12 +41,20 @@ def results_dir() -> Path:
     return path
 
 
+def _umask() -> int:
+    """The process's file-mode creation mask (``os.umask`` only reads it by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

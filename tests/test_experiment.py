@@ -1,6 +1,8 @@
 """Training runs, caching (keys, atomic writes), errors and the mistakes rule."""
 
 import json
+import os
+import stat
 
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ import torch
 import normlab
 from normlab import Config, misclassified, run
 from normlab.experiment import cache_key, flip_accuracy, result_paths
+from normlab.store import atomic_save, atomic_write_json
 from normlab.report import flip_summary
 from normlab.train import Pipeline, predict
 
@@ -60,6 +63,19 @@ def test_interrupted_run_leaves_no_result(tiny_data, monkeypatch, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run(tiny_config(epochs=1), tiny_data, progress=False)
     assert not [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask-022", "umask-077"])
+def test_written_files_get_the_modes_of_plain_files(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_write_json({"a": 1}, tmp_path / "r.json")
+        atomic_save({"w": torch.zeros(2)}, tmp_path / "r.pt")
+    finally:
+        os.umask(previous)
+    for name in ("r.json", "r.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
 
 
 def test_non_finite_loss_names_epoch_and_step(tiny_data):
