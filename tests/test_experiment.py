@@ -11,8 +11,8 @@ import torch
 import normlab
 from normlab import Config, misclassified, run
 from normlab.experiment import cache_key, flip_accuracy, result_paths
-from normlab.store import atomic_save, atomic_write_json
 from normlab.report import flip_summary
+from normlab.store import atomic_save, atomic_write_json
 from normlab.train import Pipeline, predict
 
 
