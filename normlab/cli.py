@@ -18,6 +18,7 @@ from dataclasses import fields, replace
 
 import pandas as pd
 
+from .data import PADDING_MODES
 from .experiment import PROFILES, Config, book_config, run
 from .model import Net
 from .norms import DEFAULT_GROUPS, NORM_NAMES
@@ -34,8 +35,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int,
                         help=f"images per step (default {defaults.batch_size})")
     parser.add_argument("--lr", type=float, help=f"peak OneCycle learning rate (default {defaults.lr})")
-    parser.add_argument("--crop-padding", type=int, help="pixels of zero padding of random "
+    parser.add_argument("--crop-padding", type=int, help="pixels of padding of random "
                         f"crops (default {defaults.crop_padding})")
+    parser.add_argument("--crop-padding-mode", choices=PADDING_MODES, help="what fills the "
+                        f"padding (default {defaults.crop_padding_mode})")
     parser.add_argument("--seed", type=int, help=f"random seed (default {defaults.seed})")
     parser.add_argument("--groups", type=int, help=f"groups of group norm (default {DEFAULT_GROUPS})")
     parser.add_argument("--data", help="CIFAR-10 folder (default $NORMLAB_DATA)")
@@ -71,8 +74,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                            default=list(REPRODUCE_PARTS),
                            help="main: the book's models, once per seed; precision: batch "
                                 "norm in fp32 and bf16; augmentation: the book's models "
-                                "without augmentation and with 4-pixel crops; batchsize: the "
-                                "book's models at batch size "
+                                "with zero-padded crops, with 4-pixel ones and without "
+                                "augmentation; batchsize: the book's models (zero-padded "
+                                "crops) at batch size "
                                 f"{', '.join(map(str, MAIN_BATCH_SIZES))}; sweep: the "
                                 "batch-size sweep; ablations: the ablation studies")
     for name, text in (("rf", "print the receptive-field table"),

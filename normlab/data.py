@@ -199,22 +199,44 @@ def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
 
 
-def augment(images: torch.Tensor, padding: int = 4, flip: bool = True,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, per image, on a batch.
+#: Ways of filling the border of a padded image before a random crop (as ``torch.nn.functional.pad``
+#: names them): zeros, the image mirrored at its edge, the edge pixel repeated.
+PADDING_MODES = ("constant", "reflect", "replicate")
 
-    Each image (N, C, H, W) is zero-padded by ``padding`` pixels (0: no crop), an H x W
-    window is cut at a random offset in [0, 2 * padding] and, with ``flip``, flipped
-    left-right with probability 1/2: what torchvision's ``RandomCrop(32, padding=4)`` and
-    ``RandomHorizontalFlip()`` do image by image, done here for the whole batch with one
-    gather. Works on any dtype and device; returns a tensor of the same shape, dtype and
-    device. With neither crop nor flip it returns ``images`` and draws no random numbers.
+
+def check_padding_mode(padding_mode: str, argument: str = "padding_mode") -> None:
+    """Raise ValueError, naming ``argument`` and listing :data:`PADDING_MODES`, for any
+    other ``padding_mode``."""
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"Unknown value {padding_mode!r} for argument {argument}. "
+                         f"Valid values are {', '.join(PADDING_MODES)}.")
+
+
+def augment(images: torch.Tensor, padding: int = 4, flip: bool = True,
+            generator: torch.Generator | None = None,
+            padding_mode: str = "constant") -> torch.Tensor:
+    """Random crop of a padded image and random horizontal flip, per image, on a batch.
+
+    Each image (N, C, H, W) is padded by ``padding`` pixels (0: no crop) on every side, an
+    H x W window is cut at a random offset in [0, 2 * padding] and, with ``flip``, flipped
+    left-right with probability 1/2: what torchvision's ``RandomCrop(32, padding=4,
+    padding_mode=...)`` and ``RandomHorizontalFlip()`` do image by image, done here for the
+    whole batch with one gather. ``padding_mode`` is one of :data:`PADDING_MODES`:
+    ``constant`` fills the border with zeros (black), ``reflect`` mirrors the image at its
+    edge (without repeating the edge pixel), ``replicate`` repeats the edge pixel.
+    Works on any dtype and device; returns a tensor of the same shape, dtype and device.
+    With neither crop nor flip it returns ``images`` and draws no random numbers.
+
+    Raises:
+        ValueError: an unknown ``padding_mode``.
+        RuntimeError: ``padding_mode="reflect"`` with ``padding`` not smaller than H and W.
     """
+    check_padding_mode(padding_mode)
     if padding == 0 and not flip:
         return images
     n, _, h, w = images.shape
     device = images.device
-    padded = F.pad(images, (padding,) * 4)                            # (N, C, H+2p, W+2p)
+    padded = F.pad(images, (padding,) * 4, mode=padding_mode)         # (N, C, H+2p, W+2p)
     # random numbers come from the (CPU) generator, so a seed fixes them on any device
     dy, dx = torch.randint(0, 2 * padding + 1, (2, n, 1), generator=generator).to(device)
     flips = torch.rand(n, 1, generator=generator) < 0.5 if flip else torch.zeros(n, 1, dtype=bool)

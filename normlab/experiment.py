@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .data import CIFAR10, load_data
+from .data import CIFAR10, check_padding_mode, load_data
 from .model import WIDTHS, Net, count_parameters
 from .norms import DEFAULT_GROUPS, NORM_REVISIONS, canonical_norm
 from .store import atomic_save, atomic_write_json, results_dir
@@ -47,6 +47,11 @@ PROFILES = {
 }
 #: Fields that say where or how verbosely to run, not what the result is.
 _NOT_IN_KEY = ("data", "download", "device", "precision")
+#: Fields added to :class:`Config` after results were first cached, each with the value
+#: that computes what every run did before the field existed. At that value a field adds
+#: nothing to the cache key, so the results cached before it are still found (as a norm
+#: layer at revision 1 adds nothing, ``normlab.norms.NORM_REVISIONS``).
+_ADDED_FIELDS = {"crop_padding_mode": "constant"}
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,8 @@ class Config:
     weight_decay: float = 5e-4          # L2 on convolution weights
     label_smoothing: float = 0.1        # of the training loss (0 = none)
     pct_start: float = 0.25             # fraction of steps that warm the learning rate up
-    crop_padding: int = 2               # pixels of zero padding of random crops (0: none)
+    crop_padding: int = 2               # pixels of padding of random crops (0: no crops)
+    crop_padding_mode: str = "reflect"  # what fills the padding: constant (zeros) | reflect | replicate
     flip: bool = True                   # random horizontal flips
     seed: int = 0                       # weights, data order, augmentation
     train_subset: int | None = None     # images of the training split used (None = all)
@@ -79,6 +85,7 @@ class Config:
     def __post_init__(self):
         object.__setattr__(self, "norm", canonical_norm(self.norm))
         object.__setattr__(self, "widths", tuple(self.widths))
+        check_padding_mode(self.crop_padding_mode, "crop_padding_mode")
         if self.profile not in PROFILES:
             raise ValueError(f"Unknown value {self.profile!r} for argument profile. "
                              f"Valid values are {', '.join(PROFILES)}.")
@@ -167,6 +174,9 @@ def cache_key(config: Config, data: CIFAR10) -> str:
     device = choose_device(config.device)
     determining = {f.name: getattr(config, f.name) for f in fields(config)
                    if f.name not in _NOT_IN_KEY}
+    for name, before in _ADDED_FIELDS.items():
+        if determining[name] == before:
+            del determining[name]
     determining.update(
         _environment(device, choose_precision(config.precision, device), config.norm),
         data=data.identity)

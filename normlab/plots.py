@@ -89,14 +89,16 @@ def plot_samples(data: CIFAR10, per_class: int = 8):
 
 
 def plot_augmentation(images: torch.Tensor, versions: int = 5, seed: int = 0,
-                      padding: int = Config.crop_padding):
+                      padding: int = Config.crop_padding,
+                      padding_mode: str = Config.crop_padding_mode):
     """Each uint8 image (N, 3, H, W) in a row: the original, then ``versions`` random
-    crops (``padding`` pixels of zero padding) and flips made by :func:`normlab.augment`."""
+    crops (``padding`` pixels of padding filled as ``padding_mode`` says) and flips made by
+    :func:`normlab.augment`."""
     generator = torch.Generator().manual_seed(seed)
     fig, axes = plt.subplots(len(images), versions + 1,
                              figsize=(1.3 * (versions + 1), 1.4 * len(images)),
                              layout="constrained", squeeze=False)
-    columns = [images] + [augment(images, padding, generator=generator)
+    columns = [images] + [augment(images, padding, generator=generator, padding_mode=padding_mode)
                           for _ in range(versions)]
     for j, batch in enumerate(columns):
         axes[0, j].set_title("original" if j == 0 else f"augmented {j}", fontsize=9)

@@ -68,6 +68,21 @@ def seed_summary(results: Sequence[Result]) -> pd.DataFrame:
     return summary
 
 
+def difference_of_means(results: Sequence[Result], baseline: Sequence[Result]) -> pd.DataFrame:
+    """Per norm (in the order of ``results``): the mean test accuracy (percent) of
+    ``results`` minus that of ``baseline``, each a mean over seeds (points), and twice the
+    standard error of that difference, ``2 * sqrt(s_a**2 / n_a + s_b**2 / n_b)`` with the
+    standard deviations over seeds (``ddof=1``): the yardstick a difference must pass to be
+    more than the seeds' noise. Columns ``difference (points)`` and ``2 x standard error``."""
+    def test_accuracy(runs):
+        grouped = accuracy_table(runs).groupby("norm", sort=False)["test accuracy (%)"]
+        return grouped.mean(), grouped.var(), grouped.size()
+
+    (mean_a, var_a, n_a), (mean_b, var_b, n_b) = test_accuracy(results), test_accuracy(baseline)
+    return pd.DataFrame({"difference (points)": mean_a - mean_b,
+                         "2 x standard error": 2 * (var_a / n_a + var_b / n_b) ** 0.5})
+
+
 def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
     """Test accuracy (percent) per norm, single view and flip-averaged
     (:func:`normlab.experiment.flip_accuracy`): mean and standard deviation over the

@@ -41,6 +41,11 @@ SWEEP_BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128)
 #: global average pooling) it makes every pooled feature equal to its affine shift, so the
 #: network cannot see its input (the ablations show it, and the fix).
 SWEEP_NORMS = ("batch", "group", "layer", "none")
+#: Zero-padded crops, the recipe's first choice (torchvision's default padding mode): the
+#: studies, the batch-size comparison and the rest of the augmentation comparison were made
+#: with it, before the main models moved to :attr:`Config.crop_padding_mode` on the
+#: evidence of the ``augmentation`` part of :func:`book_parts`.
+ZERO_PADDING = {"crop_padding_mode": "constant"}
 #: The batch size the main recipe's learning rate (``Config.lr``) is tuned for.
 REFERENCE_BATCH_SIZE = Config.batch_size
 #: The batch size of the ablations (the sweep's largest).
@@ -85,7 +90,7 @@ def study_config(norm: str, batch_size: int = ABLATION_BATCH_SIZE,
     change any other field."""
     profile = profile or current_profile()
     return book_config(norm, profile, **{"batch_size": batch_size, "lr": scaled_lr(batch_size),
-                                         "crop_padding": STUDY_CROP_PADDING,
+                                         "crop_padding": STUDY_CROP_PADDING, **ZERO_PADDING,
                                          **STUDY_SIZES[profile], **overrides})
 
 
@@ -124,20 +129,24 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
                ) -> dict[str, list[Config]]:
     """Every config the book shows, by part: ``main`` (:data:`BOOK_NORMS` once per seed),
     ``precision`` (batch norm, seed 0, in each of :data:`PRECISIONS`), ``augmentation``
-    (:data:`BOOK_NORMS`, seed 0, without augmentation and with the study's 4-pixel crops:
-    the evidence for the main models' crop padding), ``batchsize`` (:data:`BOOK_NORMS` at
-    each of :data:`MAIN_BATCH_SIZES`, once per seed: the evidence for the batch size),
-    ``ablations``
-    (:func:`ablations`, repeats included) and ``sweep`` (:func:`batch_size_sweep`)."""
+    (the evidence for the main models' crops: :data:`BOOK_NORMS` with zero-padded crops once
+    per seed, and with seed 0 with the study's 4-pixel zero-padded crops and without
+    augmentation), ``batchsize`` (:data:`BOOK_NORMS` with zero-padded crops at each of
+    :data:`MAIN_BATCH_SIZES`, once per seed: the evidence for the batch size, against the
+    zero-padded runs of ``augmentation``), ``ablations`` (:func:`ablations`, repeats
+    included) and ``sweep`` (:func:`batch_size_sweep`)."""
+    def main(seeds=seeds, **changes):
+        return [book_config(norm, profile, seed=seed, **changes)
+                for seed in seeds for norm in BOOK_NORMS]
+
     return {
-        "main": [book_config(norm, profile, seed=seed) for seed in seeds for norm in BOOK_NORMS],
+        "main": main(),
         "precision": [book_config("batch", profile, precision=p) for p in PRECISIONS],
-        "augmentation": [book_config(norm, profile, **change)
-                         for change in ({"crop_padding": 0, "flip": False},
-                                        {"crop_padding": STUDY_CROP_PADDING})
-                         for norm in BOOK_NORMS],
-        "batchsize": [book_config(norm, profile, seed=seed, batch_size=b, lr=scaled_lr(b))
-                      for b in MAIN_BATCH_SIZES for seed in seeds for norm in BOOK_NORMS],
+        "augmentation": (main(**ZERO_PADDING)
+                         + main((0,), crop_padding=STUDY_CROP_PADDING, **ZERO_PADDING)
+                         + main((0,), crop_padding=0, flip=False, **ZERO_PADDING)),
+        "batchsize": [config for b in MAIN_BATCH_SIZES
+                      for config in main(batch_size=b, lr=scaled_lr(b), **ZERO_PADDING)],
         "ablations": [c for configs in ablations(profile).values() for c in configs],
         "sweep": batch_size_sweep(profile),
     }

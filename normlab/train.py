@@ -147,13 +147,13 @@ class Pipeline:
                    choose_precision(config.precision, device))
 
     def inputs(self, images: torch.Tensor, augment_with: torch.Generator | None = None,
-               padding: int = 4, flip: bool = True):
+               padding: int = 4, flip: bool = True, padding_mode: str = "constant"):
         """uint8 (N, 3, H, W) -> normalized ``dtype`` (N, 3, H, W) in the pipeline's memory
-        format, on the device; augmented (:func:`normlab.data.augment` with ``padding``
-        and ``flip``) when a generator is given."""
+        format, on the device; augmented (:func:`normlab.data.augment` with ``padding``,
+        ``flip`` and ``padding_mode``) when a generator is given."""
         images = images.to(self.device, non_blocking=True)
         if augment_with is not None:
-            images = augment(images, padding, flip, generator=augment_with)
+            images = augment(images, padding, flip, augment_with, padding_mode)
         x = normalize(images, self.mean, self.std, self.dtype)
         return x.contiguous(memory_format=self.memory_format)
 
@@ -254,7 +254,8 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
                    total=steps_per_epoch, desc=f"{model.norm} epoch {epoch}/{config.epochs}",
                    disable=not progress, leave=False)
         for step, (images, labels) in enumerate(bar, start=1):
-            x = pipeline.inputs(images, generator, config.crop_padding, config.flip)
+            x = pipeline.inputs(images, generator, config.crop_padding, config.flip,
+                                config.crop_padding_mode)
             with pipeline.autocast():
                 logits = model(x)
                 loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from normlab import augment, channel_stats, load_cifar10, load_data, load_image_folder
+from normlab import Config, augment, channel_stats, load_cifar10, load_data, load_image_folder
 from normlab.data import normalize
 
 from conftest import CLASSES, synthetic_images
@@ -90,11 +90,16 @@ def view(padded_image, dy, dx, flip):
     return TF.horizontal_flip(crop) if flip else crop
 
 
-def test_augment_is_a_padded_crop_and_flip_of_each_image():
+#: normlab's padding modes and torchvision's names for them
+TORCHVISION_PADDING = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}
+
+
+@pytest.mark.parametrize("mode", list(TORCHVISION_PADDING))
+def test_augment_is_a_padded_crop_and_flip_of_each_image(mode):
     images, _ = synthetic_images(64)
-    out = augment(images, padding=4, generator=torch.Generator().manual_seed(0))
+    out = augment(images, padding=4, generator=torch.Generator().manual_seed(0), padding_mode=mode)
     assert out.shape == images.shape and out.dtype == torch.uint8
-    padded = TF.pad(images, [4])
+    padded = TF.pad(images, [4], padding_mode=TORCHVISION_PADDING[mode])
     flips = 0
     for padded_image, result in zip(padded, out):
         candidates = {(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (0, 1)
@@ -114,6 +119,21 @@ def test_augment_without_crop_only_flips_and_without_flip_only_crops():
     padded = TF.pad(images, [2])
     assert all(any(torch.equal(out, TF.crop(p, dy, dx, 32, 32)) for dy in range(5) for dx in range(5))
                for p, out in zip(padded, cropped))
+
+
+def test_reflect_padding_puts_no_black_border_on_a_bright_image():
+    images = torch.full((16, 3, 32, 32), 200, dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(0)
+    assert (augment(images, 4, generator=generator) == 0).any()
+    assert torch.equal(augment(images, 4, generator=generator, padding_mode="reflect"), images)
+
+
+def test_unknown_padding_mode_lists_the_valid_ones():
+    images, _ = synthetic_images(2)
+    with pytest.raises(ValueError, match="constant, reflect, replicate"):
+        augment(images, padding=2, padding_mode="zeros")
+    with pytest.raises(ValueError, match="crop_padding_mode"):
+        Config(crop_padding_mode="mirror")
 
 
 def test_augment_with_neither_crop_nor_flip_draws_nothing():

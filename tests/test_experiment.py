@@ -44,8 +44,9 @@ def test_same_seed_same_result_changed_config_new_key(tiny_data):
     b = run(tiny_config(epochs=1), tiny_data, progress=False, retrain=True)
     assert a.history.train_loss == b.history.train_loss
     keys = {cache_key(tiny_config(epochs=1, **change), tiny_data)
-            for change in ({}, {"seed": 1}, {"lr": 0.1}, {"norm": "group"})}
-    assert len(keys) == 4
+            for change in ({}, {"seed": 1}, {"lr": 0.1}, {"norm": "group"},
+                           {"crop_padding_mode": "constant"}, {"crop_padding_mode": "replicate"})}
+    assert len(keys) == 6
     assert cache_key(tiny_config(data="/elsewhere"), tiny_data) == cache_key(tiny_config(), tiny_data)
 
 
@@ -157,6 +158,19 @@ def test_seed_summary_is_mean_and_std_over_seeds(tiny_data):
         round(tests.mean().item(), 2), abs=0.01)
     assert summary.loc["group", ("test accuracy (%)", "std")] == pytest.approx(
         round(tests.std().item(), 2), abs=0.01)
+
+
+def test_difference_of_means_and_its_standard_error(tiny_data):
+    runs = {lr: [run(tiny_config(epochs=1, seed=s, lr=lr), tiny_data, progress=False)
+                 for s in (0, 1, 2)] for lr in (0.05, 0.1)}
+    a, b = (torch.tensor([100 * r.test_accuracy for r in runs[lr]], dtype=torch.float64)
+            for lr in (0.1, 0.05))
+    table = normlab.report.difference_of_means(runs[0.1], runs[0.05])
+    assert list(table.index) == ["batch"]
+    assert table.loc["batch", "difference (points)"] == pytest.approx(
+        (a.mean() - b.mean()).item(), abs=0.01)
+    assert table.loc["batch", "2 x standard error"] == pytest.approx(
+        2 * (a.var() / 3 + b.var() / 3).sqrt().item(), abs=0.01)
 
 
 def test_against_published_gives_the_margin_of_the_lowest_seed(tiny_data):

@@ -15,7 +15,8 @@ from normlab.probes import (activation_statistics, batch_statistics_accuracy, no
                             with_batch_statistics)
 from normlab.report import accuracy_by, small_batch_rise, wu_he_holds
 from normlab.studies import (BOOK_NORMS, MAIN_BATCH_SIZES, RECIPE_CHANGES, SWEEP_BATCH_SIZES,
-                             SWEEP_NORMS, ablations, batch_size_sweep, book_parts, study_config)
+                             SWEEP_NORMS, ZERO_PADDING, ablations, batch_size_sweep, book_parts,
+                             study_config)
 from normlab.train import Pipeline, make_optimizer, predict
 
 from conftest import synthetic_images
@@ -36,15 +37,25 @@ def test_sweep_changes_only_norm_batch_size_and_scaled_lr():
     assert all(c.epochs <= 20 for c in configs)
 
 
-def test_batch_size_evidence_changes_only_batch_size_and_scaled_lr_of_the_main_models():
+def test_batch_size_evidence_changes_only_batch_size_and_scaled_lr_of_zero_padded_models():
     parts = book_parts("full")
     main, others = parts["main"], parts["batchsize"]
     assert len(others) == len(MAIN_BATCH_SIZES) * len(main)
     assert Config.batch_size not in MAIN_BATCH_SIZES
     for config in others:
-        assert differences(book_config(config.norm, "full", seed=config.seed), config) == {
-            "batch_size", "lr"}
+        zero_padded = book_config(config.norm, "full", seed=config.seed, **ZERO_PADDING)
+        assert zero_padded in parts["augmentation"]
+        assert differences(zero_padded, config) == {"batch_size", "lr"}
         assert config.lr / config.batch_size == Config.lr / Config.batch_size
+
+
+def test_augmentation_evidence_changes_only_the_crops_and_flips_of_the_main_models():
+    parts = book_parts("full")
+    assert Config.crop_padding_mode != ZERO_PADDING["crop_padding_mode"]
+    changed = [differences(book_config(c.norm, "full", seed=c.seed), c)
+               for c in parts["augmentation"]]
+    assert changed.count({"crop_padding_mode"}) == len(parts["main"])   # every seed
+    assert all(c <= {"crop_padding_mode", "crop_padding", "flip"} for c in changed)
 
 
 @pytest.mark.parametrize("name, changed", [("residual", {"residual"}), ("order", {"order"}),
