@@ -13,9 +13,11 @@ from conftest import run_python
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="glibc's allocator")
 
-#: Allocates (and frees) a 48 MiB tensor seven times; prints the page faults of the last
-#: five (the first two grow the heap).
-FAULTS = """
+#: Allocates (and frees) a 48 MiB tensor 2 + ALLOCATIONS times; prints how many of the
+#: last ALLOCATIONS paid a page fault for at least half of their pages (the first two grow
+#: the heap).
+ALLOCATIONS = 20
+FAULTS = f"""
 import resource, sys, torch
 from normlab.train import keep_freed_memory
 if sys.argv[1] == "keep":
@@ -24,12 +26,13 @@ def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(2):
     torch.ones(12 << 20)
-before = faults()
-for _ in range(5):
+faulted = 0
+for _ in range({ALLOCATIONS}):
+    before = faults()
     torch.ones(12 << 20)
-print(faults() - before)
+    faulted += faults() - before > (48 << 20) // 4096 // 2
+print(faulted)
 """
-PAGES = 5 * (48 << 20) // 4096   # 4 KiB pages written by the five allocations
 
 #: Trains the book's network for 5 steps of 128 synthetic images, with or without the
 #: setting (``fit`` makes it; "default" replaces it with nothing); prints a digest of the
@@ -59,10 +62,11 @@ def child(script: str, *args: str) -> str:
 
 def test_keep_freed_memory_reuses_freed_tensors_without_page_faults():
     default = int(child(FAULTS, "default"))
-    if default < PAGES // 2:
-        pytest.skip(f"only {default} page faults without the setting (huge pages?): "
-                    f"nothing for it to save here")
-    assert int(child(FAULTS, "keep")) < PAGES // 100
+    if default < ALLOCATIONS // 2:
+        pytest.skip(f"only {default} of {ALLOCATIONS} allocations paid page faults without "
+                    f"the setting (huge pages?): nothing for it to save here")
+    # one allocation may still find its freed block taken (the heap grows once more)
+    assert int(child(FAULTS, "keep")) <= 1
 
 
 def test_fit_trains_the_same_weights_bit_for_bit_with_the_allocator_setting():
