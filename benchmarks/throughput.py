@@ -7,11 +7,11 @@ of steps, on the same CIFAR-10 images ($NORMLAB_DATA):
   (exactly as ``torchvision.datasets.CIFAR10.__getitem__`` does, over the same in-memory
   arrays), torchvision transforms (RandomCrop(32, padding=4), RandomHorizontalFlip,
   ToTensor, Normalize), a DataLoader with 2 workers, fp32, NCHW.
-- ``normlab``: uint8 data in memory, per-image crop and flip on the whole batch on the
-  compute device, channels_last, bf16 autocast where supported, the C library told to
-  keep freed memory (``normlab.train``), each choice measured on top of the previous one
-  (``ablation``), then torch.compile, which ``fit`` does not use. ``speedup`` is for what
-  ``fit`` does.
+- ``normlab``: uint8 data in memory, per-image crop and flip (the recipe's,
+  :class:`normlab.Config`) on the whole batch on the compute device, channels_last, bf16
+  autocast where supported, the C library told to keep freed memory (``normlab.train``),
+  each choice measured on top of the previous one (``ablation``), then torch.compile,
+  which ``fit`` does not use. ``speedup`` is for what ``fit`` does.
 
 Each measurement runs in a fresh Python process (as a notebook's kernel starts), so that
 no choice, such as the allocator setting, which lasts for the process, reaches another
@@ -129,12 +129,14 @@ def normlab_pipeline(data, batch_size, steps, precision="auto", channels_last=Tr
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     images, labels = data.train_images.to(device), data.train_labels.to(device)
     generator = torch.Generator().manual_seed(0)
+    recipe = nl.Config()   # the crops and flips fit makes
 
     def forever():
         while True:
             for x, y in nl.data.batches(images, labels, batch_size, shuffle=True,
                                         generator=generator):
-                yield pipeline.inputs(x, augment_with=generator), y
+                yield pipeline.inputs(x, generator, recipe.crop_padding, recipe.flip,
+                                      recipe.crop_padding_mode), y
 
     step_model = torch.compile(model) if compile else model
     return _steps(step_model, optimizer, forever(), steps, pipeline.autocast)
