@@ -2,8 +2,9 @@
 
 Builds the HTML with warnings as errors (in the profile of the environment: CI uses
 ``smoke``), then opens every page and checks what a reader would meet: no console errors,
-figures that are images with a size and alt text, no traceback or error output, internal
-links that resolve, launch buttons that point at the chapter's notebook on the configured
+figures that are images with a size and alt text, no traceback or error output, no
+markup left unrendered in the prose (a backtick, a ``{glue:...}`` role), internal links that
+resolve, launch buttons that point at the chapter's notebook on the configured
 repository and branch, and a search that finds "GroupNorm". Screenshots of every page go
 to ``artifacts/screenshots/``.
 
@@ -12,6 +13,7 @@ Needs Debian's ``chromium`` (``/usr/bin/chromium``, or ``$CHROMIUM``) and the
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 DATA = os.environ.get("NORMLAB_DATA")
 REQUIRED = os.environ.get("NORMLAB_REQUIRE_BROWSER") == "1"
+#: Prose elements, and what in their text is markup that did not render (inline code shows
+#: no backticks; a glued value that carries them, or a role MyST did not parse, does).
+PROSE = "article p, article li, article td, article th, article figcaption"
+UNRENDERED = re.compile(r"`|\{(glue|doc|numref|cite)")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync"]
 
@@ -85,6 +91,9 @@ def test_every_page_reads_cleanly(site, browser):
         if ("Traceback (most recent call last)" in text
                 or page.query_selector(".output.traceback, .output.error")):
             problems.append(f"{name}: shows a traceback or an error output")
+        for prose in page.eval_on_selector_all(PROSE, "es => es.map(e => e.innerText)"):
+            if UNRENDERED.search(prose):
+                problems.append(f"{name}: unrendered markup in {prose[:80]!r}")
         for img in page.query_selector_all("article img"):
             size = img.evaluate("i => [i.naturalWidth, i.naturalHeight, i.complete]")
             if not (size[2] and size[0] > 0 and size[1] > 0):
