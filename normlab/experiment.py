@@ -275,15 +275,24 @@ def flip_accuracy(result: Result, data: CIFAR10 | None = None) -> float:
     return evaluate(model, data.test_images, data.test_labels, pipeline, flip=True)[1]
 
 
-def processor_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``, else :func:`platform.processor`)."""
+def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, with its family and model numbers where ``cpuinfo`` gives
+    them (``"AMD EPYC (family 25, model 17)"``): virtual machines often report a name
+    shared by CPU generations whose speeds differ by a factor of two, and a timing is only
+    comparable on the same one. Falls back to :func:`platform.processor` where there is no
+    ``/proc/cpuinfo`` (macOS, Windows)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = cpuinfo.read_text()
     except OSError:
-        pass
-    return platform.processor()
+        return platform.processor()
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())   # the first processor's
+    name = fields.get("model name", platform.processor())
+    if "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 @dataclass

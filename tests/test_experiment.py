@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import stat
 
 import pandas as pd
@@ -10,7 +11,7 @@ import torch
 
 import normlab
 from normlab import Config, misclassified, run
-from normlab.experiment import cache_key, flip_accuracy, result_paths
+from normlab.experiment import cache_key, flip_accuracy, processor_name, result_paths
 from normlab.report import flip_summary
 from normlab.store import atomic_save, atomic_write_json
 from normlab.train import Pipeline, predict
@@ -188,3 +189,18 @@ def test_pairs_beyond_lists_the_pairs_whose_means_differ_by_more_than_the_noise(
                                                        "BatchNorm vs GroupNorm"]
     assert normlab.report.pairs_beyond(means, 0.2)[-1] == "LayerNorm vs GroupNorm"
     assert normlab.report.pairs_beyond(means, 3.0) == []
+
+
+def test_processor_name_tells_cpu_generations_of_one_name_apart(tmp_path):
+    def cpuinfo(*models):
+        path = tmp_path / "cpuinfo"
+        path.write_text("\n\n".join(f"processor\t: {i}\ncpu family\t: 25\nmodel\t\t: {m}\n"
+                                      f"model name\t: AMD EPYC\nflags\t\t: avx512f"
+                                      for i, m in enumerate(models)))
+        return path
+
+    assert processor_name(cpuinfo(17, 17)) == "AMD EPYC (family 25, model 17)"
+    assert processor_name(cpuinfo(17)) != processor_name(cpuinfo(1))
+    (tmp_path / "cpuinfo").write_text("model name\t: Some CPU\n")
+    assert processor_name(tmp_path / "cpuinfo") == "Some CPU"
+    assert processor_name(tmp_path / "missing") == platform.processor()
