@@ -125,9 +125,18 @@ def ablations(profile: str | None = None, **overrides) -> dict[str, list[Config]
     }
 
 
+def main_configs(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS,
+                 **changes) -> list[Config]:
+    """The book's main models, :data:`BOOK_NORMS` once per seed (seed by seed), sized by
+    ``profile``; ``changes`` change any field of all of them (the evidence for a recipe
+    choice is the main models with that choice undone)."""
+    return [book_config(norm, profile, seed=seed, **changes)
+            for seed in seeds for norm in BOOK_NORMS]
+
+
 def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
                ) -> dict[str, list[Config]]:
-    """Every config the book shows, by part: ``main`` (:data:`BOOK_NORMS` once per seed),
+    """Every config the book shows, by part: ``main`` (:func:`main_configs`),
     ``precision`` (batch norm, seed 0, in each of :data:`PRECISIONS`), ``augmentation``
     (the evidence for the main models' crops: :data:`BOOK_NORMS` with zero-padded crops once
     per seed, and with seed 0 with the study's 4-pixel zero-padded crops and without
@@ -136,8 +145,7 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
     zero-padded runs of ``augmentation``), ``ablations`` (:func:`ablations`, repeats
     included) and ``sweep`` (:func:`batch_size_sweep`)."""
     def main(seeds=seeds, **changes):
-        return [book_config(norm, profile, seed=seed, **changes)
-                for seed in seeds for norm in BOOK_NORMS]
+        return main_configs(profile, seeds, **changes)
 
     return {
         "main": main(),
