@@ -122,21 +122,19 @@ def normlab_pipeline(data, batch_size, steps, precision="auto", channels_last=Tr
         nl.train.keep_freed_memory()
     device = nl.choose_device()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    pipeline = Pipeline(*nl.channel_stats(data.train_images), device,
-                        nl.choose_precision(precision, device), memory_format)
+    # the recipe's crops and flips, as fit makes them
+    pipeline = Pipeline.for_config(nl.Config(precision=precision), data, memory_format)
     torch.manual_seed(0)
     model = nl.Net("batch").to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     images, labels = data.train_images.to(device), data.train_labels.to(device)
     generator = torch.Generator().manual_seed(0)
-    recipe = nl.Config()   # the crops and flips fit makes
 
     def forever():
         while True:
             for x, y in nl.data.batches(images, labels, batch_size, shuffle=True,
                                         generator=generator):
-                yield pipeline.inputs(x, generator, recipe.crop_padding, recipe.flip,
-                                      recipe.crop_padding_mode), y
+                yield pipeline.inputs(x, generator), y
 
     step_model = torch.compile(model) if compile else model
     return _steps(step_model, optimizer, forever(), steps, pipeline.autocast)

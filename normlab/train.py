@@ -129,31 +129,40 @@ class History:
 class Pipeline:
     """The per-batch path from uint8 images to model inputs, on one device and dtype.
 
-    Holds the training split's channel ``mean`` and ``std`` (3,), fractions of 255, and
-    the memory format of the inputs (channels_last unless told otherwise).
+    Holds the training split's channel ``mean`` and ``std`` (3,), fractions of 255, the
+    memory format of the inputs (channels_last unless told otherwise) and the training
+    augmentation (:func:`normlab.data.augment`): random crops from the image padded by
+    ``crop_padding`` pixels filled as ``crop_padding_mode`` says, and random horizontal
+    flips with ``flip``. The defaults augment nothing; :meth:`for_config` takes the
+    config's.
     """
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
-                 dtype: torch.dtype, memory_format: torch.memory_format = torch.channels_last):
+                 dtype: torch.dtype, memory_format: torch.memory_format = torch.channels_last,
+                 crop_padding: int = 0, crop_padding_mode: str = "constant",
+                 flip: bool = False):
         self.mean, self.std, self.device, self.dtype = mean, std, device, dtype
         self.memory_format = memory_format
+        self.crop_padding, self.crop_padding_mode, self.flip = crop_padding, crop_padding_mode, flip
 
     @classmethod
-    def for_config(cls, config: Config, data: CIFAR10) -> Pipeline:
-        """The pipeline ``config`` trains with: its device and precision, and the channel
-        statistics of ``data``'s training split."""
+    def for_config(cls, config: Config, data: CIFAR10,
+                   memory_format: torch.memory_format = torch.channels_last) -> Pipeline:
+        """The pipeline ``config`` trains with: its device, precision and augmentation, and
+        the channel statistics of ``data``'s training split."""
         device = choose_device(config.device)
         return cls(*channel_stats(data.train_images), device,
-                   choose_precision(config.precision, device))
+                   choose_precision(config.precision, device), memory_format,
+                   config.crop_padding, config.crop_padding_mode, config.flip)
 
-    def inputs(self, images: torch.Tensor, augment_with: torch.Generator | None = None,
-               padding: int = 4, flip: bool = True, padding_mode: str = "constant"):
+    def inputs(self, images: torch.Tensor, augment_with: torch.Generator | None = None):
         """uint8 (N, 3, H, W) -> normalized ``dtype`` (N, 3, H, W) in the pipeline's memory
-        format, on the device; augmented (:func:`normlab.data.augment` with ``padding``,
-        ``flip`` and ``padding_mode``) when a generator is given."""
+        format, on the device; augmented with the pipeline's crops and flips, drawn from
+        ``augment_with``, when a generator is given."""
         images = images.to(self.device, non_blocking=True)
         if augment_with is not None:
-            images = augment(images, padding, flip, augment_with, padding_mode)
+            images = augment(images, self.crop_padding, self.flip, augment_with,
+                             self.crop_padding_mode)
         x = normalize(images, self.mean, self.std, self.dtype)
         return x.contiguous(memory_format=self.memory_format)
 
@@ -254,8 +263,7 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
                    total=steps_per_epoch, desc=f"{model.norm} epoch {epoch}/{config.epochs}",
                    disable=not progress, leave=False)
         for step, (images, labels) in enumerate(bar, start=1):
-            x = pipeline.inputs(images, generator, config.crop_padding, config.flip,
-                                config.crop_padding_mode)
+            x = pipeline.inputs(images, generator)
             with pipeline.autocast():
                 logits = model(x)
                 loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)

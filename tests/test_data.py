@@ -4,8 +4,9 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from normlab import Config, augment, channel_stats, load_cifar10, load_data, load_image_folder
+from normlab import CIFAR10, Config, augment, channel_stats, load_cifar10, load_data, load_image_folder
 from normlab.data import normalize
+from normlab.train import Pipeline
 
 from conftest import CLASSES, synthetic_images
 
@@ -149,3 +150,19 @@ def test_augment_is_repeatable_with_a_seed():
     a = augment(images, generator=torch.Generator().manual_seed(3))
     b = augment(images, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("config", [Config(), Config(crop_padding=3, crop_padding_mode="replicate",
+                                                    flip=False)])
+def test_the_training_pipeline_augments_as_its_config_says(config):
+    images, labels = synthetic_images(16)
+    data = CIFAR10(images, labels, images, labels, CLASSES, "synthetic")
+    pipeline = Pipeline.for_config(config, data)
+    x = pipeline.inputs(images, torch.Generator().manual_seed(0))
+    augmented = augment(images, config.crop_padding, config.flip,
+                        torch.Generator().manual_seed(0), config.crop_padding_mode)
+    expected = normalize(augmented, pipeline.mean, pipeline.std, pipeline.dtype)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, expected)
+    unaugmented = normalize(images, pipeline.mean, pipeline.std, pipeline.dtype)
+    assert torch.equal(pipeline.inputs(images), unaugmented) and not torch.equal(x, unaugmented)
