@@ -1,12 +1,14 @@
 """Training throughput: the usual notebook pipeline against normlab's, same network and steps.
 
 Both train the book's network (batch norm) with the same batch size, optimizer and number
-of steps, on the same CIFAR-10 images ($NORMLAB_DATA):
+of steps, on the same CIFAR-10 images ($NORMLAB_DATA), on the device ``fit`` would choose
+(``normlab.choose_device``: a GPU where there is one, with no change to the command):
 
 - ``baseline``: what such notebooks do. A Dataset that returns one PIL image at a time
   (exactly as ``torchvision.datasets.CIFAR10.__getitem__`` does, over the same in-memory
   arrays), torchvision transforms (RandomCrop(32, padding=4), RandomHorizontalFlip,
-  ToTensor, Normalize), a DataLoader with 2 workers, fp32, NCHW.
+  ToTensor, Normalize), a DataLoader with 2 workers, each batch moved to the device, fp32,
+  NCHW.
 - ``normlab``: uint8 data in memory, per-image crop and flip (the recipe's,
   :class:`normlab.Config`) on the whole batch on the compute device, channels_last, bf16
   autocast where supported, the C library told to keep freed memory (``normlab.train``),
@@ -22,7 +24,9 @@ Prints one JSON line: images/second of each, ``speedup`` (their ratio), the mino
 faults of each pipeline's process per step, the model's training FLOPs per image
 (``torch.utils.flop_counter``), achieved FLOP/s, the rate of a
 large dense matrix product in the same precision on the same device (the practical
-ceiling for this arithmetic) and the peak resident memory of normlab's process (MiB).
+ceiling for this arithmetic) and the peak resident memory of normlab's process (MiB); on a
+GPU also its name and the peak memory normlab's tensors took on it (MiB). A GPU's queued
+work is waited for before each clock reading.
 ``--output`` also writes the record to a file; the book's appendix shows every record in
 ``results/benchmarks/``, written with
 ``--output results/benchmarks/throughput-$(date +%Y%m%d-%H%M).json``. ``--quick`` runs few
@@ -75,14 +79,21 @@ def _minor_page_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def _steps(model, optimizer, batches, steps, autocast):
-    """Run ``steps`` training steps over the (x, y) iterator; return images per second and
-    the process's minor page faults per step (the first 3 steps, warm-up, are not
-    counted)."""
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously; the CPU does not)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _steps(model, optimizer, batches, steps, autocast, device):
+    """Run ``steps`` training steps over the (x, y) iterator on ``device``; return images
+    per second and the process's minor page faults per step (the first 3 steps, warm-up,
+    are not counted)."""
     model.train()
     seen, start, faults = 0, None, None
     for step, (x, y) in enumerate(batches):
         if step == 3:
+            _synchronize(device)
             start, seen, faults = time.perf_counter(), 0, _minor_page_faults()
         with autocast():
             loss = F.cross_entropy(model(x), y)
@@ -92,10 +103,15 @@ def _steps(model, optimizer, batches, steps, autocast):
         seen += len(y)
         if step + 1 == steps + 3:
             break
+    _synchronize(device)
     return seen / (time.perf_counter() - start), (_minor_page_faults() - faults) / steps
 
 
 def baseline(data, batch_size, steps):
+    """The usual notebook's training step, on the device normlab would choose (a notebook
+    moves its model and each batch there); returns images per second and page faults per
+    step."""
+    device = nl.choose_device()
     mean, std = nl.channel_stats(data.train_images)
     transform = transforms.Compose([
         transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
@@ -104,14 +120,16 @@ def baseline(data, batch_size, steps):
                         batch_size=batch_size, shuffle=True, num_workers=2,
                         persistent_workers=True)
     torch.manual_seed(0)
-    model = nl.Net("batch")
+    model = nl.Net("batch").to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
 
     def forever():
         while True:
-            yield from loader
+            for x, y in loader:
+                yield x.to(device), y.to(device)
 
-    return _steps(model, optimizer, forever(), steps, lambda: torch.autocast("cpu", enabled=False))
+    return _steps(model, optimizer, forever(), steps,
+                  lambda: torch.autocast(device.type, enabled=False), device)
 
 
 def normlab_pipeline(data, batch_size, steps, precision="auto", channels_last=True,
@@ -137,7 +155,7 @@ def normlab_pipeline(data, batch_size, steps, precision="auto", channels_last=Tr
                 yield pipeline.inputs(x, generator), y
 
     step_model = torch.compile(model) if compile else model
-    return _steps(step_model, optimizer, forever(), steps, pipeline.autocast)
+    return _steps(step_model, optimizer, forever(), steps, pipeline.autocast, device)
 
 
 #: Each choice added on top of the previous one: (name, keyword arguments).
@@ -153,15 +171,18 @@ FIT = "+keep_freed_memory"
 
 def measure(name: str, data_dir: str | None, batch_size: int, steps: int) -> dict:
     """Images per second of pipeline ``name`` (``baseline`` or a choice of
-    :data:`CHOICES`), minor page faults per step, and the peak resident memory (MiB) of
-    the process that ran it."""
+    :data:`CHOICES`), minor page faults per step, the peak resident memory (MiB) of
+    the process that ran it and, on a GPU, the peak memory its tensors took there (MiB)."""
     data = nl.load_data(data_dir)
     if name == "baseline":
         rate, faults = baseline(data, batch_size, steps)
     else:
         rate, faults = normlab_pipeline(data, batch_size, steps, **dict(CHOICES)[name])
+    device = nl.choose_device()
     return {"rate": rate, "faults": faults,
-            "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "device_memory": (torch.cuda.max_memory_allocated(device) / 2 ** 20
+                              if device.type == "cuda" else None)}
 
 
 def training_flops_per_image(batch_size: int = 8) -> float:
@@ -223,6 +244,7 @@ def main(argv=None):
     record = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
         "device": device.type, "processor": processor_name(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size, "steps": steps, "repeats": repeats,
         "baseline_images_per_s": round(base, 1), "normlab_images_per_s": ours,
@@ -235,6 +257,8 @@ def main(argv=None):
         "fraction_of_matmul": round(achieved / ceiling, 3),
         "page_faults_per_step": {name: round(median(name, "faults")) for name in names},
         "peak_rss_mib": round(max(sample["rss"] for sample in samples[FIT]), 1),
+        **({"peak_gpu_mib": round(max(sample["device_memory"] for sample in samples[FIT]), 1)}
+           if device.type == "cuda" else {}),
     }
     print(json.dumps(record))
     if args.output:
