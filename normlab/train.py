@@ -240,6 +240,9 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
     """Train ``model`` on ``data`` for ``config.epochs`` epochs; evaluate on the test split
     after each epoch. Returns the :class:`History`. Calls :func:`keep_freed_memory`.
 
+    ``pipeline`` (default: :meth:`Pipeline.for_config` of ``config`` and ``data``) gives the
+    device, the precision and the augmentation; ``config`` gives the rest of the recipe.
+
     Raises:
         FloatingPointError: the loss became NaN or infinite; the message names the epoch
             and the step.
