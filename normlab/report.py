@@ -30,6 +30,16 @@ def glue(name: str, value, display: bool = False) -> None:
     myst_glue(name, value, display=display)
 
 
+def machine_name(info: dict) -> str:
+    """What a timing ran on, from a result's ``info`` or a benchmark record (keys
+    ``processor``, ``threads``, ``device`` and, on a GPU, ``gpu``): the GPU by name
+    (``"NVIDIA H100 (host CPU: ...)"``), or the CPU and its threads
+    (``"AMD EPYC (family 25, model 17), 2 threads, cpu"``)."""
+    if info.get("gpu"):
+        return f"{info['gpu']} (host CPU: {info['processor']})"
+    return f"{info['processor']}, {info['threads']} threads, {info['device']}"
+
+
 def accuracy_table(results: Sequence[Result]) -> pd.DataFrame:
     """One row per result: norm, seed, trainable parameters, final train and test
     accuracy (percent), mean seconds per epoch and total seconds."""

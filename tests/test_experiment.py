@@ -204,3 +204,11 @@ def test_processor_name_tells_cpu_generations_of_one_name_apart(tmp_path):
     (tmp_path / "cpuinfo").write_text("model name\t: Some CPU\n")
     assert processor_name(tmp_path / "cpuinfo") == "Some CPU"
     assert processor_name(tmp_path / "missing") == platform.processor()
+
+
+def test_machine_name_names_the_gpu_where_there_is_one():
+    cpu = {"processor": "AMD EPYC (family 25, model 17)", "threads": 2, "device": "cpu",
+           "gpu": None}
+    assert normlab.report.machine_name(cpu) == "AMD EPYC (family 25, model 17), 2 threads, cpu"
+    assert normlab.report.machine_name({**cpu, "device": "cuda", "gpu": "NVIDIA H100"}) == (
+        "NVIDIA H100 (host CPU: AMD EPYC (family 25, model 17))")
