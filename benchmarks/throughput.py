@@ -55,7 +55,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 import normlab as nl
-from normlab.experiment import processor_name
+from normlab.book.runs import processor_name
 from normlab.store import atomic_write_json
 from normlab.train import Pipeline
 
@@ -141,7 +141,7 @@ def normlab_pipeline(data, batch_size, steps, precision="auto", channels_last=Tr
     device = nl.choose_device()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     # the recipe's crops and flips, as fit makes them
-    pipeline = Pipeline.for_config(nl.Config(precision=precision), data, memory_format)
+    pipeline = Pipeline.for_config(nl.Config(precision=precision), data, memory_format=memory_format)
     torch.manual_seed(0)
     model = nl.Net("batch").to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)

@@ -31,6 +31,9 @@ from torch import nn
 
 #: Canonical normalization names, in the order the book presents them.
 NORM_NAMES = ("batch", "layer", "group", "instance", "none")
+#: Readable names, for tables, legends and titles.
+NORM_LABELS = {"batch": "BatchNorm", "layer": "LayerNorm", "group": "GroupNorm",
+               "instance": "InstanceNorm", "none": "no norm"}
 
 #: Default group count for ``group``. Wu & He (2018, Table 3) find 16-32 groups best on
 #: ResNet-50, whose layers have 64-2048 channels; our layers have 16-64, so 4 groups keeps
@@ -66,13 +69,6 @@ def canonical_norm(name: str) -> str:
     return key
 
 
-#: Revision of a layer's numerics, per scheme: part of the cache key of every run that uses
-#: the scheme (``normlab.experiment.cache_key``). A change to a layer that alters trained
-#: numbers bumps its revision, so that exactly the runs that use it are trained again;
-#: schemes not listed are at revision 1 and add nothing to the key.
-NORM_REVISIONS = {"group": 3}   # 3: GroupNorm computes channels_last input in NCHW on CPU
-
-
 class _Relayout(torch.autograd.Function):
     """Copy x to memory format ``to``; its gradient is copied back to format ``back``, the
     format of x, so that the layers before see the layout they produce (a kernel that
@@ -91,18 +87,11 @@ class _Relayout(torch.autograd.Function):
 class GroupNorm(nn.GroupNorm):
     """:class:`torch.nn.GroupNorm` that normalizes channels_last input in NCHW on the CPU.
 
-    PyTorch's CPU kernel for channels_last group norm with more than one group is slow:
-    in (N, H, W, C) memory each group's channels are a strided slice at every position
-    (with one group, layer norm, a sample's values are one contiguous block and the
-    channels_last kernel is the fast one). This layer copies such input to NCHW,
-    normalizes it there and copies the result back to channels_last, and the gradient the
-    same way. Timed alone, the copies cost about what the NCHW kernel saves; in the
-    network's training step, between convolutions and ReLUs, the step is faster with this
-    layer than with :class:`torch.nn.GroupNorm` (``benchmarks/norm_speed.py`` measures
-    both). Same computation, parameters and state dict as :class:`torch.nn.GroupNorm`;
-    results differ from it only in rounding.
-
-    Input and output shape: (N, C, H, W).
+    PyTorch's CPU kernel for channels_last group norm with more than one group is slow
+    (each group's channels are a strided slice at every pixel); copying to NCHW and back,
+    gradient included, makes the network's training step faster
+    (``benchmarks/norm_speed.py``). Same computation, parameters and state dict as
+    :class:`torch.nn.GroupNorm`, up to rounding. Input and output shape: (N, C, H, W).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,7 @@
-"""Where normlab keeps files, and how it writes them: atomically.
+"""Where normlab caches files, and how it writes them: atomically.
 
-- :func:`cache_dir`: decoded data sets (``$NORMLAB_CACHE``, default ``~/.cache/normlab``).
-- :func:`results_dir`: training results (``$NORMLAB_RESULTS``; default the ``results/``
-  folder of a source checkout, which is committed, else ``~/.cache/normlab/results``).
+- :func:`cache_dir`: decoded data sets (``$NORMLAB_CACHE``, default ``~/.cache/normlab``);
+  the book's results have their own folder (:func:`normlab.book.cache.results_dir`).
 
 Every file is written to a temporary name in the same folder and then renamed
 (:func:`os.replace` is atomic on POSIX and Windows), so an interrupted write leaves the
@@ -21,22 +20,11 @@ from pathlib import Path
 import torch
 
 CACHE_ENV = "NORMLAB_CACHE"
-RESULTS_ENV = "NORMLAB_RESULTS"
 
 
 def cache_dir() -> Path:
     """Folder for decoded data (created on demand)."""
     path = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "normlab").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def results_dir() -> Path:
-    """Folder for training results (created on demand)."""
-    checkout = Path(__file__).resolve().parents[1]
-    default = (checkout / "results" if (checkout / "pyproject.toml").exists()
-               else cache_dir() / "results")
-    path = Path(os.environ.get(RESULTS_ENV) or default).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -68,6 +56,11 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` (UTF-8) through a temporary file and a rename."""
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
 def atomic_write_json(obj, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON through a temporary file and a rename."""
-    _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+    atomic_write_text(json.dumps(obj, indent=1) + "\n", path)

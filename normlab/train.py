@@ -1,4 +1,5 @@
-"""Training and evaluation: :func:`fit`, :func:`evaluate`, :func:`predict`.
+"""The recipe and the training loop: :class:`Config`, :func:`fit`, :func:`evaluate`,
+:func:`predict`.
 
 The device and the precision are chosen once (:func:`choose_device`,
 :func:`choose_precision`) and used for the whole run. Data stays uint8 on the device;
@@ -15,19 +16,63 @@ from __future__ import annotations
 import ctypes
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import CIFAR10, augment, batches, channel_stats, normalize
-
-if TYPE_CHECKING:
-    from .experiment import Config
+from .data import CIFAR10, augment, batches, channel_stats, check_padding_mode, normalize
+from .model import WIDTHS, Net
+from .norms import DEFAULT_GROUPS, canonical_norm
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The recipe: everything that determines a training run's numbers, and nothing about
+    where it runs (the device is the pipeline's). Units in the comments.
+
+    Raises:
+        ValueError: an unknown norm, padding mode or precision.
+    """
+
+    norm: str = "batch"                 # batch | layer | group | instance | none
+    groups: int = DEFAULT_GROUPS        # groups of norm="group"
+    widths: tuple[int, ...] = WIDTHS    # channels (C1, C2, c3, C4-C6, c7, C8-C10)
+    residual: bool = True               # residual additions in stages 2 and 3
+    order: str = "conv-relu-norm"       # or "conv-norm-relu"
+    epochs: int = 20                    # passes over the training split
+    batch_size: int = 128               # images per optimizer step
+    lr: float = 0.1                     # peak learning rate of OneCycle
+    momentum: float = 0.9               # SGD's; OneCycle replaces it (make_optimizer)
+    weight_decay: float = 5e-4          # L2 on convolution weights
+    label_smoothing: float = 0.1        # of the training loss (0 = none)
+    pct_start: float = 0.25             # fraction of steps that warm the learning rate up
+    crop_padding: int = 2               # pixels of padding of random crops (0: no crops)
+    crop_padding_mode: str = "reflect"  # what fills the padding: constant (zeros) | reflect | replicate
+    flip: bool = True                   # random horizontal flips
+    seed: int = 0                       # weights, data order, augmentation
+    train_subset: int | None = None     # images of the training split used (None = all)
+    test_subset: int | None = None      # images of the test split used (None = all)
+    precision: str = "auto"             # auto | fp32 | bf16 (choose_precision)
+
+    def __post_init__(self):
+        object.__setattr__(self, "norm", canonical_norm(self.norm))
+        object.__setattr__(self, "widths", tuple(self.widths))
+        check_padding_mode(self.crop_padding_mode, "crop_padding_mode")
+        if self.precision != "auto" and self.precision not in PRECISIONS:
+            raise ValueError(f"Unknown value {self.precision!r} for argument precision. "
+                             f"Valid values are auto, {', '.join(PRECISIONS)}.")
+
+    def build_model(self) -> Net:
+        """The network this config trains, its weights initialized from ``seed`` (the
+        global random generator is left as it was)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return Net(self.norm, groups=self.groups, widths=self.widths,
+                       residual=self.residual, order=self.order)
 
 
 def choose_device(device: str = "auto") -> torch.device:
@@ -72,17 +117,12 @@ _MMAP_THRESHOLD_BYTES, _TRIM_THRESHOLD_BYTES = 1 << 30, (1 << 31) - 1
 def keep_freed_memory() -> bool:
     """Make glibc's ``malloc`` keep freed memory in the process, for the next allocation.
 
-    By default glibc serves blocks over a threshold (128 KiB, raised as such blocks are
-    freed, to at most 32 MiB) with ``mmap`` and returns them to the operating system when
-    they are freed, and trims free memory at the top of its heap. A training step on the
-    CPU allocates the same activation tensors (megabytes each) every step, so each step
-    gets fresh pages from the kernel and pays a page fault per 4 KiB page when it first
-    writes them: for this network at batch size 128 in bf16, about 5,000 faults, which
-    make the step about 15 % slower (``benchmarks/throughput.py`` measures both). Raising
-    both thresholds (``mallopt(M_MMAP_THRESHOLD)``, ``mallopt(M_TRIM_THRESHOLD)``) makes
-    freed blocks stay in the heap and be reused: the same computation, bit for bit,
-    without the faults. The process then keeps the memory of its largest step until it
-    exits.
+    A CPU training step allocates the same megabyte-sized activation tensors every step;
+    by default glibc returns such blocks to the kernel when they are freed (``mmap``
+    above a threshold, trimming the heap's top), so every step pays a page fault per
+    fresh 4 KiB page (about 5,000 at batch size 128, some 15 % of the step:
+    ``benchmarks/throughput.py``). Raising ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD``
+    (``mallopt``, ``<malloc.h>``) keeps them in the heap: same numbers, bit for bit.
 
     Process-wide and lasting; :func:`fit` calls it. Returns whether glibc accepted both
     settings (False where the C library is not glibc: macOS, Windows, musl).
@@ -146,11 +186,12 @@ class Pipeline:
         self.crop_padding, self.crop_padding_mode, self.flip = crop_padding, crop_padding_mode, flip
 
     @classmethod
-    def for_config(cls, config: Config, data: CIFAR10,
+    def for_config(cls, config: Config, data: CIFAR10, device: str = "auto",
                    memory_format: torch.memory_format = torch.channels_last) -> Pipeline:
-        """The pipeline ``config`` trains with: its device, precision and augmentation, and
-        the channel statistics of ``data``'s training split."""
-        device = choose_device(config.device)
+        """The pipeline ``config`` trains with on ``device`` (:func:`choose_device`): its
+        precision and augmentation, and the channel statistics of ``data``'s training
+        split."""
+        device = choose_device(device)
         return cls(*channel_stats(data.train_images), device,
                    choose_precision(config.precision, device), memory_format,
                    config.crop_padding, config.crop_padding_mode, config.flip)
@@ -166,6 +207,10 @@ class Pipeline:
         x = normalize(images, self.mean, self.std, self.dtype)
         return x.contiguous(memory_format=self.memory_format)
 
+    def place(self, model: nn.Module) -> nn.Module:
+        """``model`` moved to the pipeline's device, in its memory format; returned."""
+        return model.to(self.device, memory_format=self.memory_format)
+
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype,
                               enabled=self.dtype != torch.float32)
@@ -175,14 +220,15 @@ class Pipeline:
 def predict(model: nn.Module, images: torch.Tensor, pipeline: Pipeline,
             batch_size: int = 1000, flip: bool = False) -> torch.Tensor:
     """Class probabilities (N, num_classes), float32 on the CPU, for uint8 images
-    (N, 3, H, W), with the model in evaluation mode (batch norm uses running statistics).
+    (N, 3, H, W), with the model placed by ``pipeline`` in evaluation mode (batch norm uses
+    running statistics).
 
     With ``flip``, each image's probabilities are averaged with those of its mirror image
     (left-right): test-time augmentation with the training's flips (Krizhevsky et al.
     2012, Sec. 4.1, averaged the softmax over crops and their reflections), at twice the
     cost.
     """
-    model.eval()
+    pipeline.place(model).eval()
     probs = []
     for images_batch, _ in batches(images, images, batch_size):
         x = pipeline.inputs(images_batch)
@@ -237,20 +283,23 @@ def make_optimizer(model: nn.Module, config: Config, steps: int):
 
 def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | None = None,
         progress: bool = True) -> History:
-    """Train ``model`` on ``data`` for ``config.epochs`` epochs; evaluate on the test split
-    after each epoch. Returns the :class:`History`. Calls :func:`keep_freed_memory`.
+    """Train any ``model`` mapping (N, 3, 32, 32) inputs to (N, classes) logits on ``data``
+    for ``config.epochs`` epochs, evaluating on the test split after each epoch. Returns the
+    :class:`History`. Calls :func:`keep_freed_memory`.
 
     ``pipeline`` (default: :meth:`Pipeline.for_config` of ``config`` and ``data``) gives the
-    device, the precision and the augmentation; ``config`` gives the rest of the recipe.
+    device, the precision and the augmentation, and places the model; ``config`` gives the
+    rest of the recipe (its norm and widths describe :meth:`Config.build_model`, not
+    ``model``).
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite; the message names the epoch
-            and the step.
+        FloatingPointError: the loss became NaN or infinite; the message names the epoch,
+            the step and that step's learning rate.
     """
     keep_freed_memory()
     pipeline = pipeline or Pipeline.for_config(config, data)
     device = pipeline.device
-    model.to(device, memory_format=torch.channels_last)
+    pipeline.place(model)
     train_images, train_labels = data.train_images.to(device), data.train_labels.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = -(-len(train_labels) // config.batch_size)
@@ -263,7 +312,7 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
         correct = torch.zeros((), device=device, dtype=torch.int64)
         bar = tqdm(batches(train_images, train_labels, config.batch_size, shuffle=True,
                            generator=generator),
-                   total=steps_per_epoch, desc=f"{model.norm} epoch {epoch}/{config.epochs}",
+                   total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}",
                    disable=not progress, leave=False)
         for step, (images, labels) in enumerate(bar, start=1):
             x = pipeline.inputs(images, generator)
@@ -273,7 +322,7 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"Loss became {loss.item()} at epoch {epoch}, step {step} "
-                    f"(norm={model.norm}, lr={schedule.get_last_lr()[0]:.4g}): lower Config.lr, "
+                    f"(learning rate {schedule.get_last_lr()[0]:.4g}): lower Config.lr, "
                     f"or check the input data.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -287,12 +336,12 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
                        test_loss=test_loss, test_accuracy=test_accuracy,
                        lr=schedule.get_last_lr()[0], seconds=time.perf_counter() - start)
         if progress:
-            tqdm.write(_format_epoch(model.norm, epoch, history))
+            tqdm.write(_format_epoch(epoch, history))
     return history
 
 
-def _format_epoch(norm: str, epoch: int, history: History) -> str:
+def _format_epoch(epoch: int, history: History) -> str:
     row = history.rows()[-1]
-    return (f"{norm:>8} epoch {epoch:2d}  train loss {row['train_loss']:.3f} "
+    return (f"epoch {epoch:2d}  train loss {row['train_loss']:.3f} "
             f"acc {row['train_accuracy']:.2%}  test loss {row['test_loss']:.3f} "
             f"acc {row['test_accuracy']:.2%}  lr {row['lr']:.3g}  {row['seconds']:.1f}s")

@@ -47,17 +47,21 @@ def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.delenv("NORMLAB_TRAIN", raising=False)
 
 
-@pytest.fixture
-def image_folder(tmp_path):
-    """train/<class>/NNNN.png (8 per class) and test/<class>/NNNN.png (3 per class)."""
-    root = tmp_path / "cifar-folder"
-    for split, n, seed in (("train", 80, 0), ("test", 30, 1)):
+def write_image_folder(root, n_train: int, n_test: int):
+    """train/<class>/NNNN.png and test/<class>/NNNN.png of synthetic images under ``root``."""
+    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
         images, labels = synthetic_images(n, seed)
         for i, (image, label) in enumerate(zip(images, labels)):
             folder = root / split / CLASSES[label]
             folder.mkdir(parents=True, exist_ok=True)
             torchvision.io.write_png(image, str(folder / f"{i:04d}.png"))
     return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """train/<class>/NNNN.png (8 per class) and test/<class>/NNNN.png (3 per class)."""
+    return write_image_folder(tmp_path / "cifar-folder", 80, 30)
 
 
 @pytest.fixture

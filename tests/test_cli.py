@@ -2,7 +2,7 @@
 
 import pytest
 
-from normlab.cli import main
+from normlab.book.cli import main
 
 
 def test_rf_and_summary(capsys):

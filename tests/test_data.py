@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from normlab import CIFAR10, Config, augment, channel_stats, load_cifar10, load_data, load_image_folder
-from normlab.data import normalize
+from normlab import CIFAR10, Config, augment, channel_stats, load_data
+from normlab.data import load_cifar10, load_image_folder, normalize
 from normlab.train import Pipeline
 
 from conftest import CLASSES, synthetic_images

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normlab import (NORM_NAMES, batch_norm, canonical_norm, group_norm, instance_norm,
-                     layer_norm, make_norm)
+from normlab import NORM_NAMES, batch_norm, group_norm, instance_norm, layer_norm, make_norm
+from normlab.norms import canonical_norm
 
 N, C, H, W = 6, 8, 5, 7
 

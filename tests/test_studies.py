@@ -6,20 +6,21 @@ import pandas as pd
 import pytest
 import torch
 
-from normlab import Config, book_config, run
+from normlab import Config, Pipeline, make_optimizer, predict
+from normlab.book import book_config, results, run, write_index
+from normlab.book.cache import results_dir
+from normlab.book.plots import plot_batch_size_sweep
+from normlab.book.probes import (activation_statistics, batch_statistics_accuracy, norm_layers,
+                                 with_batch_statistics)
+from normlab.book.report import accuracy_by, small_batch_rise, wu_he_holds
+from normlab.book.studies import (BOOK_NORMS, MAIN_BATCH_SIZES, RECIPE_CHANGES, SWEEP_BATCH_SIZES,
+                                  SWEEP_NORMS, ZERO_PADDING, ablations, batch_size_sweep,
+                                  book_parts, study_config)
 from normlab.data import channel_stats
 from normlab.model import MAX_PARAMS, Net, count_parameters
 from normlab.norms import batch_norm
-from normlab.plots import plot_batch_size_sweep
-from normlab.probes import (activation_statistics, batch_statistics_accuracy, norm_layers,
-                            with_batch_statistics)
-from normlab.report import accuracy_by, small_batch_rise, wu_he_holds
-from normlab.studies import (BOOK_NORMS, MAIN_BATCH_SIZES, RECIPE_CHANGES, SWEEP_BATCH_SIZES,
-                             SWEEP_NORMS, ZERO_PADDING, ablations, batch_size_sweep, book_parts,
-                             study_config)
-from normlab.train import Pipeline, make_optimizer, predict
 
-from conftest import synthetic_images
+from conftest import synthetic_images, write_image_folder
 
 
 def differences(a: Config, b: Config) -> set[str]:
@@ -165,3 +166,20 @@ def test_study_configs_take_the_precision_of_the_book(monkeypatch):
     monkeypatch.setenv("NORMLAB_PRECISION", "bf16")
     configs = batch_size_sweep("full") + [c for cs in ablations("full").values() for c in cs]
     assert {c.precision for c in configs} == {"bf16"}
+
+
+def test_results_of_a_part_and_the_index_of_what_is_found(tmp_path):
+    image_folder = write_image_folder(tmp_path / "folder", 640, 30)   # 5 steps of 128
+
+    with pytest.raises(ValueError, match="Valid values are main, precision"):
+        results("mains", "smoke", root=image_folder)
+    main = results("main", "smoke", root=image_folder)
+    assert [(r.config.norm, r.config.seed) for r in main] == [
+        (n, s) for s in (0, 1, 2) for n in BOOK_NORMS]
+    index = write_index("smoke", root=image_folder)
+    assert (results_dir() / "smoke" / "index.csv").read_text().startswith("part,norm,seed,")
+    rows = index[index["part"] == "main"]
+    assert len(rows) == 9 and (rows["preset"] == "main").all()
+    assert set(rows["changes"].fillna("")) == {"epochs=1 train_subset=2000 test_subset=1000"}
+    assert all((results_dir() / "smoke" / f).exists() for f in rows["file"])
+    assert set(index["part"]) <= {"main", "precision"}        # nothing else was trained

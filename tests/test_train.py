@@ -72,3 +72,4 @@ def test_keep_freed_memory_reuses_freed_tensors_without_page_faults():
 def test_fit_trains_the_same_weights_bit_for_bit_with_the_allocator_setting():
     tests = str(Path(__file__).parent)
     assert child(TRAIN, "keep", tests) == child(TRAIN, "default", tests)
+

@@ -14,17 +14,19 @@ Data comes from ``--data`` or ``$NORMLAB_DATA`` (see :func:`normlab.data.load_da
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields, replace
+from dataclasses import fields
 
 import pandas as pd
 
-from .data import PADDING_MODES
-from .experiment import PROFILES, Config, book_config, run
-from .model import Net
-from .norms import DEFAULT_GROUPS, NORM_NAMES
-from .receptive_field import receptive_field
+from ..data import PADDING_MODES
+from ..model import Net
+from ..norms import DEFAULT_GROUPS, NORM_NAMES
+from ..receptive_field import receptive_field
+from ..train import Config
 from .report import accuracy_table
-from .studies import BOOK_NORMS, BOOK_SEEDS, MAIN_BATCH_SIZES, book_parts
+from .reproduce import results, write_index
+from .runs import PROFILES, prepare_data, run
+from .studies import BOOK_NORMS, BOOK_SEEDS, MAIN_BATCH_SIZES, book_config, book_parts
 
 REPRODUCE_PARTS = tuple(book_parts("smoke"))
 
@@ -88,12 +90,24 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace, norm: str, **fixed) -> Config:
-    """The book's config for ``norm`` with the fields given on the command line (and
+    """The book's config for ``norm`` with the recipe fields given on the command line (and
     ``fixed``, which take precedence)."""
-    names = {f.name for f in fields(Config)} - {"norm", "profile"}
-    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    overrides["download"] = bool(args.download)   # the CLI downloads only when asked
-    return book_config(norm, profile=args.profile, **{**overrides, **fixed})
+    names = {f.name for f in fields(Config)} - {"norm"}
+    changes = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return book_config(norm, profile=args.profile, **{**changes, **fixed})
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """Where to run, from the command line: the data (downloaded only when asked), the
+    device, and whether to ignore cached results."""
+    return {"root": args.data, "download": bool(args.download), "device": args.device or "auto",
+            "retrain": args.retrain}
+
+
+def _run(args: argparse.Namespace, config: Config):
+    settings = _settings(args)
+    data = prepare_data(config, settings.pop("root"), settings.pop("download"))
+    return run(config, data, profile=args.profile, **settings)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,35 +129,30 @@ def _dispatch(args: argparse.Namespace) -> None:
                                 col_names=("output_size", "num_params"), row_settings=("var_names",),
                                 depth=4, verbose=0))
     elif args.command == "train":
-        result = run(config_from_args(args, args.norm), retrain=args.retrain)
+        result = _run(args, config_from_args(args, args.norm))
         print(pd.DataFrame(result.history.rows()).round(4).to_string(index=False))
         print(f"\nfinal: train accuracy {result.train_accuracy:.2%}, "
               f"test accuracy {result.test_accuracy:.2%}, {result.seconds:.0f} s")
     elif args.command == "compare":
-        print(accuracy_table(_main_results(args)).to_string(index=False))
+        seeds = args.seeds if args.seed is None else [args.seed]
+        runs = [_run(args, config_from_args(args, norm, seed=seed))
+                for seed in seeds for norm in BOOK_NORMS]
+        print(accuracy_table(runs).to_string(index=False))
     else:
         _reproduce(args)
 
 
-def _main_results(args: argparse.Namespace) -> list:
-    seeds = args.seeds if args.seed is None else [args.seed]
-    return [run(config_from_args(args, norm, seed=seed), retrain=args.retrain)
-            for seed in seeds for norm in BOOK_NORMS]
-
-
 def _reproduce(args: argparse.Namespace) -> None:
-    """Train the parts of the book that ``args.parts`` names, printing a table per part.
-    The recipe flags (``--epochs``, ``--lr`` ...) change the main models only."""
-    for part, configs in book_parts(args.profile, tuple(args.seeds)).items():
+    """Train the parts of the book that ``args.parts`` names, printing a table per part,
+    then rewrite the index of results. The recipe flags (``--epochs``, ``--lr`` ...)
+    change the main models only."""
+    for part in book_parts(args.profile):
         if part not in args.parts:
             continue
         if part == "main":
-            configs = [config_from_args(args, c.norm, seed=c.seed) for c in configs]
-        results = [run(_with_args(args, c), retrain=args.retrain) for c in configs]
-        print(f"\n{part}:\n{accuracy_table(results).to_string(index=False)}", flush=True)
-
-
-def _with_args(args: argparse.Namespace, config: Config) -> Config:
-    """``config`` with where to run taken from the command line."""
-    where = {k: getattr(args, k) for k in ("data", "device") if getattr(args, k) is not None}
-    return replace(config, download=bool(args.download), **where)
+            part_results = [_run(args, config_from_args(args, c.norm, seed=c.seed))
+                            for c in book_parts(args.profile, tuple(args.seeds))["main"]]
+        else:
+            part_results = results(part, args.profile, seeds=tuple(args.seeds), **_settings(args))
+        print(f"\n{part}:\n{accuracy_table(part_results).to_string(index=False)}", flush=True)
+    write_index(args.profile, root=args.data, download=bool(args.download))

@@ -12,9 +12,9 @@ from itertools import combinations
 import pandas as pd
 import torch
 
-from .data import CIFAR10
-from .experiment import Result, flip_accuracy
-from .plots import NORM_LABELS
+from ..data import CIFAR10
+from ..norms import NORM_LABELS
+from .runs import Result, flip_accuracy
 
 
 def glue(name: str, value, display: bool = False) -> None:
@@ -30,14 +30,9 @@ def glue(name: str, value, display: bool = False) -> None:
     myst_glue(name, value, display=display)
 
 
-def machine_name(info: dict) -> str:
-    """What a timing ran on, from a result's ``info`` or a benchmark record (keys
-    ``processor``, ``threads``, ``device`` and, on a GPU, ``gpu``): the GPU by name
-    (``"NVIDIA H100 (host CPU: ...)"``), or the CPU and its threads
-    (``"AMD EPYC (family 25, model 17), 2 threads, cpu"``)."""
-    if info.get("gpu"):
-        return f"{info['gpu']} (host CPU: {info['processor']})"
-    return f"{info['processor']}, {info['threads']} threads, {info['device']}"
+def by_norm(results: Sequence[Result], seed: int = 0) -> dict[str, Result]:
+    """The results of one ``seed``, by norm, in the order of ``results``."""
+    return {r.config.norm: r for r in results if r.config.seed == seed}
 
 
 def accuracy_table(results: Sequence[Result]) -> pd.DataFrame:
@@ -95,7 +90,7 @@ def difference_of_means(results: Sequence[Result], baseline: Sequence[Result]) -
 
 def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
     """Test accuracy (percent) per norm, single view and flip-averaged
-    (:func:`normlab.experiment.flip_accuracy`): mean and standard deviation over the
+    (:func:`normlab.book.flip_accuracy`): mean and standard deviation over the
     results (seeds, ``ddof=1``), and the mean gain of flip averaging (points)."""
     table = pd.DataFrame([{"norm": r.config.norm, "single view": 100 * r.test_accuracy,
                            "flip-averaged": 100 * flip_accuracy(r, data)} for r in results])

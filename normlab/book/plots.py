@@ -14,15 +14,14 @@ import pandas as pd
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from .data import CIFAR10, augment
-from .experiment import Config, Mistake, Result
+from ..data import CIFAR10, augment
+from ..norms import NORM_LABELS
+from ..train import Config
+from .runs import Mistake, Result
 
 #: Okabe-Ito colours, one per normalization.
 NORM_COLORS = {"batch": "#0072B2", "layer": "#D55E00", "group": "#009E73",
                "instance": "#CC79A7", "none": "#000000"}
-#: Readable names for legends and titles.
-NORM_LABELS = {"batch": "BatchNorm", "layer": "LayerNorm", "group": "GroupNorm",
-               "instance": "InstanceNorm", "none": "no norm"}
 
 
 def _as_image(image: torch.Tensor) -> np.ndarray:

@@ -10,11 +10,18 @@ import pytest
 import torch
 
 import normlab
-from normlab import Config, misclassified, run
-from normlab.experiment import cache_key, flip_accuracy, processor_name, result_paths
-from normlab.report import flip_summary
+from torch import nn
+
+from normlab import Config, Pipeline, evaluate, fit, predict
+from normlab.book import book_config, flip_accuracy, machine_name, misclassified, report, run
+from normlab.book.cache import NORM_REVISIONS, cache_key, result_paths
+from normlab.book.report import flip_summary
+from normlab.book.runs import processor_name
 from normlab.store import atomic_save, atomic_write_json
-from normlab.train import Pipeline, predict
+
+
+def key(config, data):
+    return cache_key(config, data, "full")
 
 
 def tiny_config(**overrides):
@@ -27,13 +34,13 @@ def test_run_learns_and_caches(tiny_data, monkeypatch):
     h = result.history
     assert len(h.test_accuracy) == 3 and h.train_loss[-1] < h.train_loss[0]
     assert result.test_accuracy > 0.3  # chance is 0.1
-    record_path, tensor_path = result_paths(result.config, cache_key(result.config, tiny_data))
+    record_path, tensor_path = result_paths(result.config, key(result.config, tiny_data), "full")
     record = json.loads(record_path.read_text())
     for field in ("norm", "seed", "epochs", "train_accuracy", "test_accuracy", "seconds", "history"):
         assert field in record
     assert torch.load(tensor_path, weights_only=True)["test_probs"].shape == (50, 10)
 
-    monkeypatch.setattr(normlab.experiment, "fit", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(normlab.book.runs, "fit", lambda *a, **k: pytest.fail("retrained"))
     cached = run(tiny_config(), tiny_data, progress=False)
     assert cached.test_accuracy == result.test_accuracy
     torch.testing.assert_close(cached.model()(torch.zeros(1, 3, 32, 32)),
@@ -44,24 +51,24 @@ def test_same_seed_same_result_changed_config_new_key(tiny_data):
     a = run(tiny_config(epochs=1), tiny_data, progress=False, retrain=True)
     b = run(tiny_config(epochs=1), tiny_data, progress=False, retrain=True)
     assert a.history.train_loss == b.history.train_loss
-    keys = {cache_key(tiny_config(epochs=1, **change), tiny_data)
+    keys = {key(tiny_config(epochs=1, **change), tiny_data)
             for change in ({}, {"seed": 1}, {"lr": 0.1}, {"norm": "group"},
                            {"crop_padding_mode": "constant"}, {"crop_padding_mode": "replicate"})}
     assert len(keys) == 6
-    assert cache_key(tiny_config(data="/elsewhere"), tiny_data) == cache_key(tiny_config(), tiny_data)
+    assert cache_key(tiny_config(), tiny_data, "smoke") != key(tiny_config(), tiny_data)
 
 
 def test_a_norm_revision_changes_the_keys_of_that_norm_only(tiny_data, monkeypatch):
-    before = {norm: cache_key(tiny_config(norm=norm), tiny_data) for norm in ("batch", "group")}
-    monkeypatch.setitem(normlab.norms.NORM_REVISIONS, "group", 99)
-    assert cache_key(tiny_config(norm="group"), tiny_data) != before["group"]
-    assert cache_key(tiny_config(norm="batch"), tiny_data) == before["batch"]
+    before = {norm: key(tiny_config(norm=norm), tiny_data) for norm in ("batch", "group")}
+    monkeypatch.setitem(NORM_REVISIONS, "group", 99)
+    assert key(tiny_config(norm="group"), tiny_data) != before["group"]
+    assert key(tiny_config(norm="batch"), tiny_data) == before["batch"]
 
 
 def test_interrupted_run_leaves_no_result(tiny_data, monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(normlab.experiment, "predict", interrupted)
+    monkeypatch.setattr(normlab.book.runs, "predict", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_config(epochs=1), tiny_data, progress=False)
     assert not [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
@@ -125,7 +132,7 @@ def test_train_never_loads_cached_results_and_refuses_to_train(tiny_data, monkey
     cached = run(tiny_config(epochs=1), tiny_data, progress=False)
     monkeypatch.setenv("NORMLAB_TRAIN", "never")
     assert run(tiny_config(epochs=1), tiny_data, progress=False).test_accuracy == cached.test_accuracy
-    record_path, _ = result_paths(tiny_config(epochs=2), cache_key(tiny_config(epochs=2), tiny_data))
+    record_path, _ = result_paths(tiny_config(epochs=2), key(tiny_config(epochs=2), tiny_data), "full")
     with pytest.raises(FileNotFoundError, match=f"No result {record_path}.*NORMLAB_TRAIN=never"):
         run(tiny_config(epochs=2), tiny_data, progress=False)
     assert not record_path.exists()
@@ -135,23 +142,26 @@ def test_train_never_loads_cached_results_and_refuses_to_train(tiny_data, monkey
 
 
 def test_book_config_takes_its_precision_from_the_environment(monkeypatch):
-    assert normlab.book_config("batch").precision == "auto"
+    assert book_config("batch").precision == "auto"
     monkeypatch.setenv("NORMLAB_PRECISION", "bf16")
-    assert normlab.book_config("batch").precision == "bf16"
-    assert normlab.book_config("batch", precision="fp32").precision == "fp32"
+    assert book_config("batch").precision == "bf16"
+    assert book_config("batch", precision="fp32").precision == "fp32"
 
 
-def test_unknown_profile_and_precision():
+def test_unknown_profile_and_precision(tiny_data, monkeypatch):
+    monkeypatch.setenv("NORMLAB_PROFILE", "huge")
     with pytest.raises(ValueError, match="Valid values are full, smoke"):
-        Config(profile="huge")
+        run(tiny_config(), tiny_data)
     with pytest.raises(ValueError, match="Valid values are auto, fp32, bf16"):
         normlab.choose_precision("fp8", torch.device("cpu"))
+    with pytest.raises(ValueError, match="Valid values are auto, fp32, bf16"):
+        Config(precision="fp16")
 
 
 def test_seed_summary_is_mean_and_std_over_seeds(tiny_data):
     results = [run(tiny_config(epochs=1, seed=s, norm=n), tiny_data, progress=False)
                for s in (0, 1, 2) for n in ("batch", "group")]
-    summary = normlab.report.seed_summary(results)
+    summary = report.seed_summary(results)
     tests = torch.tensor([100 * r.test_accuracy for r in results if r.config.norm == "group"],
                          dtype=torch.float64)
     assert list(summary.index) == ["batch", "group"] and list(summary[("runs", "")]) == [3, 3]
@@ -166,7 +176,7 @@ def test_difference_of_means_and_its_standard_error(tiny_data):
                  for s in (0, 1, 2)] for lr in (0.05, 0.1)}
     a, b = (torch.tensor([100 * r.test_accuracy for r in runs[lr]], dtype=torch.float64)
             for lr in (0.1, 0.05))
-    table = normlab.report.difference_of_means(runs[0.1], runs[0.05])
+    table = report.difference_of_means(runs[0.1], runs[0.05])
     assert list(table.index) == ["batch"]
     assert table.loc["batch", "difference (points)"] == pytest.approx(
         (a.mean() - b.mean()).item(), abs=0.01)
@@ -177,7 +187,7 @@ def test_difference_of_means_and_its_standard_error(tiny_data):
 def test_against_published_gives_the_margin_of_the_lowest_seed(tiny_data):
     results = [run(tiny_config(epochs=1, seed=s), tiny_data, progress=False) for s in (0, 1)]
     lowest = min(round(100 * r.test_accuracy, 2) for r in results)
-    table = normlab.report.against_published(results, {"batch": 12.5, "group": 50.0})
+    table = report.against_published(results, {"batch": 12.5, "group": 50.0})
     assert list(table.index) == ["batch"]
     assert table.loc["batch", "lowest seed (%)"] == pytest.approx(lowest)
     assert table.loc["batch", "lowest seed - published (points)"] == pytest.approx(lowest - 12.5)
@@ -185,10 +195,10 @@ def test_against_published_gives_the_margin_of_the_lowest_seed(tiny_data):
 
 def test_pairs_beyond_lists_the_pairs_whose_means_differ_by_more_than_the_noise():
     means = pd.Series({"batch": 81.3, "layer": 79.3, "group": 79.0})
-    assert normlab.report.pairs_beyond(means, 1.0) == ["BatchNorm vs LayerNorm",
+    assert report.pairs_beyond(means, 1.0) == ["BatchNorm vs LayerNorm",
                                                        "BatchNorm vs GroupNorm"]
-    assert normlab.report.pairs_beyond(means, 0.2)[-1] == "LayerNorm vs GroupNorm"
-    assert normlab.report.pairs_beyond(means, 3.0) == []
+    assert report.pairs_beyond(means, 0.2)[-1] == "LayerNorm vs GroupNorm"
+    assert report.pairs_beyond(means, 3.0) == []
 
 
 def test_processor_name_tells_cpu_generations_of_one_name_apart(tmp_path):
@@ -209,6 +219,24 @@ def test_processor_name_tells_cpu_generations_of_one_name_apart(tmp_path):
 def test_machine_name_names_the_gpu_where_there_is_one():
     cpu = {"processor": "AMD EPYC (family 25, model 17)", "threads": 2, "device": "cpu",
            "gpu": None}
-    assert normlab.report.machine_name(cpu) == "AMD EPYC (family 25, model 17), 2 threads, cpu"
-    assert normlab.report.machine_name({**cpu, "device": "cuda", "gpu": "NVIDIA H100"}) == (
+    assert machine_name(cpu) == "AMD EPYC (family 25, model 17), 2 threads, cpu"
+    assert machine_name({**cpu, "device": "cuda", "gpu": "NVIDIA H100"}) == (
         "NVIDIA H100 (host CPU: AMD EPYC (family 25, model 17))")
+
+
+def test_fit_trains_any_module_and_the_pipeline_places_it(tiny_data):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 10))
+    config = Config(epochs=3, batch_size=32, lr=0.05)
+    pipeline = Pipeline.for_config(config, tiny_data, device="cpu")
+    history = fit(model, tiny_data, config, pipeline, progress=False)
+    assert len(history.train_loss) == 3 and history.train_loss[-1] < history.train_loss[0]
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert evaluate(model, tiny_data.test_images, tiny_data.test_labels, pipeline)[1] > 0.2
+
+
+def test_build_model_leaves_the_global_random_generator_alone():
+    state = torch.random.get_rng_state()
+    a, b = Config(seed=3).build_model(), Config(seed=3).build_model()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

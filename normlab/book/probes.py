@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .model import ConvBlock
-from .train import Pipeline, predict
+from ..model import ConvBlock
+from ..train import Pipeline, predict
 
 #: The dimensions each statistic is taken over, for (N, C, H, W) activations.
 _REDUCE = {"channel": (0, 2, 3), "sample": (1, 2, 3)}
@@ -70,7 +70,7 @@ def activation_statistics(model: nn.Module, images: torch.Tensor, pipeline: Pipe
     handles = [layer.register_forward_hook(record(name))
                for name, layer in norm_layers(model).items()]
     try:
-        model.eval().to(pipeline.device, memory_format=torch.channels_last)
+        pipeline.place(model.eval())
         with pipeline.autocast():
             model(pipeline.inputs(images))
     finally:

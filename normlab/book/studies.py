@@ -1,22 +1,36 @@
-"""The experiments beyond the main comparison, as lists of :class:`Config`.
+"""Every model the book shows, as :class:`normlab.Config` presets and lists of them.
 
+- :data:`MAIN`: the book's recipe (``Config()``); :data:`STUDY`: the cheaper setting of
+  the studies, derived from it in one line (10,000 training images, 10 epochs, the
+  recipe's first crops: 4 pixels, zero-padded), so that they fit in about an hour on a
+  2-core CPU. :func:`book_config` and :func:`study_config` size a preset for a profile.
 - :func:`batch_size_sweep`: every norm of :data:`SWEEP_NORMS` at every batch size of
   :data:`SWEEP_BATCH_SIZES`, the learning rate scaled linearly with the batch size
   (:func:`scaled_lr`); the CIFAR-scale version of Wu & He 2018, Figure 1.
+- :func:`ablations`: one change at a time to the model and to the recipe.
 - :func:`book_parts`: everything the book shows, by part (what ``python -m normlab
   reproduce`` trains).
-- :func:`ablations`: one change at a time to the book's model (residual additions off,
-  normalization before the ReLU, the group count of group norm) and to its recipe
-  (:data:`RECIPE_CHANGES`).
-
-Both run in a smaller setting than the main models (:data:`STUDY_SIZES`: a training
-subset and fewer epochs, per profile) so that the whole study fits in about an hour on a
-2-core CPU. Results are cached and committed like the main runs (same folder, same keys).
 """
 
 from __future__ import annotations
 
-from .experiment import Config, book_config, current_profile
+import os
+from dataclasses import replace
+
+from ..train import Config
+from .runs import current_profile
+
+PRECISION_ENV = "NORMLAB_PRECISION"
+
+#: The book's recipe.
+MAIN = Config()
+#: The studies' setting: a training subset, fewer epochs, 4-pixel zero-padded crops (the
+#: recipe's first choice, kept for the studies when the main models moved to 2-pixel
+#: mirrored crops on the evidence of the ``augmentation`` part of :func:`book_parts`).
+STUDY = replace(MAIN, epochs=10, train_subset=10_000, crop_padding=4, crop_padding_mode="constant")
+#: What the smoke profile changes in each preset (sizes only).
+SMOKE_SIZES = {MAIN: {"epochs": 1, "train_subset": 2000, "test_subset": 1000},
+               STUDY: {"epochs": 1, "train_subset": 1000, "test_subset": 1000}}
 
 #: The main models of the book, and the seeds each is trained with.
 BOOK_NORMS = ("batch", "layer", "group")
@@ -31,35 +45,26 @@ PRECISIONS = ("fp32", "bf16")
 #: the evidence for the recipe's :attr:`Config.batch_size`.
 MAIN_BATCH_SIZES = (256,)
 
-#: Training sizes of the studies, per profile (the test split is whole in ``full``).
-STUDY_SIZES = {
-    "full": {"epochs": 10, "train_subset": 10_000},
-    "smoke": {"epochs": 1, "train_subset": 1000, "test_subset": 1000},
-}
 SWEEP_BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128)
 #: Instance norm is left out: in the assignment's order (norm after the ReLU, right before
 #: global average pooling) it makes every pooled feature equal to its affine shift, so the
 #: network cannot see its input (the ablations show it, and the fix).
 SWEEP_NORMS = ("batch", "group", "layer", "none")
 #: Zero-padded crops, the recipe's first choice (torchvision's default padding mode): the
-#: studies, the batch-size comparison and the rest of the augmentation comparison were made
-#: with it, before the main models moved to :attr:`Config.crop_padding_mode` on the
-#: evidence of the ``augmentation`` part of :func:`book_parts`.
-ZERO_PADDING = {"crop_padding_mode": "constant"}
+#: batch-size comparison and the rest of the augmentation comparison were made with it.
+ZERO_PADDING = {"crop_padding_mode": STUDY.crop_padding_mode}
 #: The batch size the main recipe's learning rate (``Config.lr``) is tuned for.
-REFERENCE_BATCH_SIZE = Config.batch_size
+REFERENCE_BATCH_SIZE = MAIN.batch_size
 #: The batch size of the ablations (the sweep's largest).
 ABLATION_BATCH_SIZE = 128
-#: Crop padding (pixels) of the studies: the recipe's first choice, kept when the main
-#: models moved to :attr:`Config.crop_padding` on the evidence of the ``augmentation``
-#: part of :func:`book_parts`; the recipe ablation measures the change here too.
-STUDY_CROP_PADDING = 4
+#: Crop padding (pixels) of the studies (:data:`STUDY`).
+STUDY_CROP_PADDING = STUDY.crop_padding
 #: Group counts of the group-norm ablation: they must divide every width of the network
 #: (16, 24, 32): 1 is layer norm; instance norm (one channel per group) is the other end.
 ABLATION_GROUPS = (1, 2, 4, 8)
 
 
-def scaled_lr(batch_size: int, base_lr: float = Config.lr,
+def scaled_lr(batch_size: int, base_lr: float = MAIN.lr,
               reference: int = REFERENCE_BATCH_SIZE) -> float:
     """The linear scaling rule (Goyal et al. 2017, Sec. 2.1): ``base_lr * batch_size /
     reference``. Wu & He 2018 train every batch size of their Figure 1 this way."""
@@ -73,7 +78,7 @@ RECIPE_CHANGES = {
     "study recipe": {},
     "no label smoothing": {"label_smoothing": 0.0},
     "no weight decay": {"weight_decay": 0.0},
-    "weight decay x2": {"weight_decay": 2 * Config.weight_decay},
+    "weight decay x2": {"weight_decay": 2 * MAIN.weight_decay},
     "no augmentation": {"crop_padding": 0, "flip": False},
     "crop padding 2": {"crop_padding": 2},
     "peak learning rate / 2": {"lr": scaled_lr(ABLATION_BATCH_SIZE) / 2},
@@ -83,15 +88,23 @@ RECIPE_CHANGES = {
 }
 
 
-def study_config(norm: str, batch_size: int = ABLATION_BATCH_SIZE,
-                 profile: str | None = None, **overrides) -> Config:
-    """The book's recipe for ``norm`` in the study setting of ``profile`` (default: the
-    current profile) at ``batch_size``, with the learning rate scaled to it; ``overrides``
-    change any other field."""
+def book_config(norm: str = "batch", profile: str | None = None, preset: Config = MAIN,
+                **changes) -> Config:
+    """``preset`` for ``norm``, sized by ``profile`` (default: the current profile), in the
+    precision ``$NORMLAB_PRECISION`` names (default: the preset's); ``changes`` change any
+    other field."""
     profile = profile or current_profile()
-    return book_config(norm, profile, **{"batch_size": batch_size, "lr": scaled_lr(batch_size),
-                                         "crop_padding": STUDY_CROP_PADDING, **ZERO_PADDING,
-                                         **STUDY_SIZES[profile], **overrides})
+    sizes = SMOKE_SIZES[preset] if profile == "smoke" else {}
+    precision = os.environ.get(PRECISION_ENV, preset.precision)
+    return replace(preset, **{"norm": norm, "precision": precision, **sizes, **changes})
+
+
+def study_config(norm: str, batch_size: int = ABLATION_BATCH_SIZE,
+                 profile: str | None = None, **changes) -> Config:
+    """:data:`STUDY` for ``norm`` at ``batch_size``, the learning rate scaled to it
+    (:func:`scaled_lr`), sized by ``profile``; ``changes`` change any other field."""
+    return book_config(norm, profile, STUDY, **{"batch_size": batch_size,
+                                                 "lr": scaled_lr(batch_size), **changes})
 
 
 def batch_size_sweep(profile: str | None = None, **overrides) -> list[Config]:

@@ -1,0 +1,31 @@
+"""What a chapter computes beyond a line or two, as named functions the chapters call."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .report import glue
+from .runs import Result, prepare_data, run
+from .studies import book_config
+
+
+def norm_chapter(norm: str) -> Result:
+    """The book's model for ``norm`` (seed 0), trained or found, with the numbers its
+    chapter quotes glued: ``train_acc`` and ``test_acc`` (percent), ``epochs``,
+    ``batch_size``, ``values`` (the N x H x W values per channel that batch norm averages
+    over in C1), ``params`` and ``epoch_s`` (seconds per epoch)."""
+    config = book_config(norm)
+    result = run(config, prepare_data(config))
+    glue("train_acc", f"{100 * result.train_accuracy:.1f}%")
+    glue("test_acc", f"{100 * result.test_accuracy:.1f}%")
+    glue("epochs", str(config.epochs))
+    glue("batch_size", str(config.batch_size))
+    glue("values", f"{config.batch_size * 32 * 32:,}")  # N x H x W of C1
+    glue("params", f"{result.parameters:,}")
+    glue("epoch_s", f"{result.seconds / config.epochs:.0f} s")
+    return result
+
+
+def history_table(result: Result) -> pd.DataFrame:
+    """The per-epoch metrics of ``result``, one row per epoch (rounded to 4 digits)."""
+    return pd.DataFrame(result.history.rows()).set_index("epoch").round(4)

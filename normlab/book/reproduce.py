@@ -1,0 +1,116 @@
+"""Every part of the book, trained or found: :func:`results`, :func:`reproduce`, and the
+index of what ``results/`` holds (:func:`write_index`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, fields
+
+import pandas as pd
+
+from ..store import atomic_write_text
+from ..train import Config
+from .cache import results_dir
+from .runs import Result, current_profile, load_result, prepare_data, run
+from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts
+
+INDEX_NAME = "index.csv"
+
+
+def _data_for(configs: list[Config], root=None, download: bool = True) -> dict:
+    """The data of each subset the configs use, loaded once each."""
+    data = {}
+    for config in configs:
+        subset = (config.train_subset, config.test_subset)
+        if subset not in data:
+            data[subset] = prepare_data(config, root, download)
+    return data
+
+
+def results(part: str, profile: str | None = None, *, seeds: tuple[int, ...] = BOOK_SEEDS,
+            root=None, download: bool = True, device: str = "auto", retrain: bool = False,
+            progress: bool = False) -> list[Result]:
+    """The results of one part of the book (:func:`normlab.book.studies.book_parts` with
+    ``seeds``), in the part's order, repeats included; trained where not found
+    (:func:`run`, on ``device``, with data from ``root``).
+
+    Raises:
+        ValueError: an unknown part; the message lists the parts.
+    """
+    profile = profile or current_profile()
+    parts = book_parts(profile, seeds)
+    if part not in parts:
+        raise ValueError(f"Unknown value {part!r} for argument part. "
+                         f"Valid values are {', '.join(parts)}.")
+    data = _data_for(parts[part], root, download)
+    return [run(c, data[(c.train_subset, c.test_subset)], profile=profile, device=device,
+                retrain=retrain, progress=progress) for c in parts[part]]
+
+
+def _unique(results_: list[Result]) -> list[Result]:
+    """``results_`` with each trained model once (a part repeats its unchanged models)."""
+    return list({r.info["key"]: r for r in results_}.values())
+
+
+def part_times(profile: str | None = None) -> pd.DataFrame:
+    """Per part of the book: the models it trains (each once) and their training time
+    (hours), with a row ``all``."""
+    profile = profile or current_profile()
+    rows, seen = [], set()
+    for part in book_parts(profile):
+        new = [r for r in _unique(results(part, profile)) if r.info["key"] not in seen]
+        seen.update(r.info["key"] for r in new)
+        rows.append({"part": part, "models": len(new),
+                     "hours": sum(r.seconds for r in new) / 3600})
+    table = pd.DataFrame(rows).set_index("part")
+    table.loc["all"] = table.sum()
+    table["models"] = table["models"].astype(int)
+    return table
+
+
+def _changes(config: Config) -> tuple[str, str]:
+    """The fields in which ``config`` differs from the preset it is closest to
+    (:data:`MAIN` or :data:`STUDY`, norm and seed left out): the preset's name and
+    ``field=value`` pairs."""
+    def differences(preset: Config) -> dict:
+        theirs = asdict(preset)
+        return {f.name: v for f in fields(config) if f.name not in ("norm", "seed")
+                and (v := getattr(config, f.name)) != theirs[f.name]}
+
+    preset, changed = min(((name, differences(p)) for name, p in (("main", MAIN),
+                                                                   ("study", STUDY))),
+                          key=lambda item: len(item[1]))
+    return preset, " ".join(f"{k}={v}" for k, v in changed.items())
+
+
+def write_index(profile: str | None = None, *, root=None, download: bool = True) -> pd.DataFrame:
+    """Write ``results/<profile>/index.csv``: one row per result of the book found in the
+    cache (nothing is trained) with its part, norm, seed, preset, the fields that differ
+    from that preset, test accuracy (percent) and file name. Returns the table."""
+    profile = profile or current_profile()
+    rows = []
+    for part, configs in book_parts(profile).items():
+        data = _data_for(configs, root, download)
+        found = [load_result(c, data[(c.train_subset, c.test_subset)], profile) for c in configs]
+        for r in _unique([r for r in found if r is not None]):
+            preset, changes = _changes(r.config)
+            rows.append({"part": part, "norm": r.config.norm, "seed": r.config.seed,
+                         "preset": preset, "changes": changes,
+                         "test accuracy (%)": round(100 * r.test_accuracy, 2),
+                         "file": f"{r.config.norm}-{r.info['key']}.json"})
+    table = pd.DataFrame(rows)
+    text = io.StringIO()
+    table.to_csv(text, index=False, quoting=csv.QUOTE_MINIMAL)
+    atomic_write_text(text.getvalue(), results_dir() / profile / INDEX_NAME)
+    return table
+
+
+def reproduce(parts: list[str] | None = None, profile: str | None = None,
+              **settings) -> dict[str, list[Result]]:
+    """Train (or find) ``parts`` of the book (default: all), one after another, then
+    rewrite the index (:func:`write_index`). ``settings`` are those of :func:`results`."""
+    profile = profile or current_profile()
+    done = {part: results(part, profile, **settings) for part in parts or book_parts(profile)}
+    write_index(profile)
+    return done

@@ -1,0 +1,236 @@
+"""One experiment: a :class:`normlab.Config` -> :func:`run` -> :class:`Result`, cached.
+
+A run's result is found again by its cache key (:mod:`normlab.book.cache`); where it ran
+(processor, threads, GPU, library versions) is recorded in ``Result.info``.
+
+Settings of the environment, each read when it is needed:
+
+- ``$NORMLAB_PROFILE``: ``full`` (default) is the real experiment; ``smoke`` trains one
+  epoch on a small subset, for CI (:mod:`normlab.book.studies` sizes the presets);
+- ``$NORMLAB_TRAIN=never`` makes :func:`run` raise instead of training a result that is
+  not cached (for a build that must only show committed results).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..data import CIFAR10, load_data
+from ..model import Net, count_parameters
+from ..store import atomic_save, atomic_write_json
+from ..train import Config, History, Pipeline, evaluate, fit, predict
+from .cache import cache_key, environment, result_paths
+
+PROFILE_ENV = "NORMLAB_PROFILE"
+TRAIN_ENV = "NORMLAB_TRAIN"
+TRAIN_MODES = ("auto", "never")
+#: The sizes the book comes in: ``full``, the real experiment, and ``smoke``, for CI.
+PROFILES = ("full", "smoke")
+
+
+def current_profile() -> str:
+    """``$NORMLAB_PROFILE`` or ``full``. Raises ValueError for an unknown profile."""
+    profile = os.environ.get(PROFILE_ENV, "full")
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown value {profile!r} for {PROFILE_ENV}. "
+                         f"Valid values are {', '.join(PROFILES)}.")
+    return profile
+
+
+@dataclass
+class Result:
+    """What a run produced.
+
+    Attributes:
+        config: the recipe.
+        history: per-epoch metrics.
+        train_accuracy: final accuracy on the (unaugmented) training split, fraction.
+        test_accuracy: final accuracy on the test split, fraction.
+        seconds: wall time of the training run (all epochs), seconds.
+        parameters: trainable parameters of the model.
+        state_dict: trained weights (on the CPU).
+        test_probs: float (N_test, 10) class probabilities on the test split.
+        test_labels: int64 (N_test,) true labels.
+        info: key, profile, data identity, device, precision, hardware and versions.
+    """
+
+    config: Config
+    history: History
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+    parameters: int
+    state_dict: dict[str, torch.Tensor]
+    test_probs: torch.Tensor
+    test_labels: torch.Tensor
+    info: dict
+
+    def model(self) -> Net:
+        """The trained network, in evaluation mode, on the CPU."""
+        model = self.config.build_model()
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+    def record(self) -> dict:
+        """The JSON record: ``norm``, ``seed``, ``epochs``, accuracies (fractions),
+        ``seconds``, ``parameters``, per-epoch ``history``, ``config`` and ``info``."""
+        c = self.config
+        return {"norm": c.norm, "seed": c.seed, "epochs": c.epochs,
+                "train_accuracy": self.train_accuracy, "test_accuracy": self.test_accuracy,
+                "seconds": self.seconds, "parameters": self.parameters,
+                "history": self.history.to_dict(), "config": asdict(c), "info": self.info}
+
+
+def prepare_data(config: Config, root: str | os.PathLike | None = None,
+                 download: bool = True) -> CIFAR10:
+    """The data ``config`` trains on: CIFAR-10 from ``root`` (default ``$NORMLAB_DATA``,
+    :func:`normlab.load_data`; downloaded when missing, as in Colab, unless ``download``
+    is false), cut to the config's subsets."""
+    return load_data(root, download).subset(config.train_subset, config.test_subset)
+
+
+def load_result(config: Config, data: CIFAR10, profile: str | None = None,
+                device: str = "auto") -> Result | None:
+    """The cached result of ``config`` on ``data`` in ``profile`` (default: the current
+    profile), or None."""
+    profile = profile or current_profile()
+    record_path, tensor_path = result_paths(config, cache_key(config, data, profile, device),
+                                            profile)
+    if not (record_path.exists() and tensor_path.exists()):
+        return None
+    record = json.loads(record_path.read_text())
+    tensors = torch.load(tensor_path, weights_only=True)
+    return Result(config, History(**record["history"]), record["train_accuracy"],
+                  record["test_accuracy"], record["seconds"], record["parameters"],
+                  tensors["state_dict"], tensors["test_probs"].float(),
+                  tensors["test_labels"], record["info"])
+
+
+def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = None,
+        device: str = "auto", progress: bool = True, retrain: bool = False) -> Result:
+    """Train ``config`` on ``device`` (or load its cached result) and return the
+    :class:`Result`.
+
+    ``data`` defaults to :func:`prepare_data` of the config; ``profile`` (default: the
+    current profile) names the results folder. The result is written atomically, weights
+    and JSON record each, after the run has finished: an interrupted run leaves nothing.
+
+    Raises:
+        FileNotFoundError: no cached result, and ``$NORMLAB_TRAIN`` is ``never``.
+        ValueError: ``$NORMLAB_TRAIN`` is neither ``auto`` nor ``never``.
+    """
+    profile = profile or current_profile()
+    data = data if data is not None else prepare_data(config)
+    if not retrain and (cached := load_result(config, data, profile, device)) is not None:
+        return cached
+    key = cache_key(config, data, profile, device)
+    record_path, tensor_path = result_paths(config, key, profile)
+    _check_training_allowed(config, data, record_path)
+    pipeline = Pipeline.for_config(config, data, device)
+    model = config.build_model()
+    start = time.perf_counter()
+    history = fit(model, data, config, pipeline, progress=progress)
+    seconds = time.perf_counter() - start
+    _, train_accuracy = evaluate(model, data.train_images, data.train_labels, pipeline)
+    probs = predict(model, data.test_images, pipeline)
+    info = {"key": key, **environment(config, pipeline.device), "data": data.identity,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "processor": processor_name(),
+            "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if pipeline.device.type == "cuda" else None}
+    result = Result(config, history, train_accuracy, history.test_accuracy[-1], seconds,
+                    count_parameters(model),
+                    {k: v.cpu() for k, v in model.state_dict().items()},
+                    probs, data.test_labels.clone(), info)
+    atomic_save({"state_dict": result.state_dict, "test_probs": probs.half(),
+                 "test_labels": result.test_labels}, tensor_path)
+    atomic_write_json({**result.record(), "profile": profile}, record_path)
+    return result
+
+
+def _check_training_allowed(config: Config, data: CIFAR10, record_path: Path) -> None:
+    mode = os.environ.get(TRAIN_ENV, "auto")
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"Unknown value {mode!r} for {TRAIN_ENV}. "
+                         f"Valid values are {', '.join(TRAIN_MODES)}.")
+    if mode == "never":
+        raise FileNotFoundError(
+            f"No result {record_path} for {config} on the data {data.identity}, and "
+            f"{TRAIN_ENV}=never forbids training it. Train it (`python -m normlab reproduce`, "
+            f"or unset {TRAIN_ENV}) on the data and in the precision the committed results "
+            f"were trained with, and commit results/.")
+
+
+def flip_accuracy(result: Result, data: CIFAR10 | None = None) -> float:
+    """Test accuracy (fraction) of ``result``'s trained model when each test image's class
+    probabilities are averaged with those of its mirror image (test-time augmentation:
+    :func:`normlab.predict` with ``flip=True``), in the config's precision. ``data``
+    defaults to the config's data; it must be the data the model was trained on (its
+    training split gives the input normalization)."""
+    data = data if data is not None else prepare_data(result.config)
+    pipeline = Pipeline.for_config(result.config, data)
+    return evaluate(result.model(), data.test_images, data.test_labels, pipeline, flip=True)[1]
+
+
+def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, with its family and model numbers where ``cpuinfo`` gives
+    them (``"AMD EPYC (family 25, model 17)"``): virtual machines often report one name
+    for CPU generations whose speeds differ by a factor of two. Falls back to
+    :func:`platform.processor` where there is no ``/proc/cpuinfo`` (macOS, Windows)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return platform.processor()
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())   # the first processor's
+    name = fields.get("model name", platform.processor())
+    if "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def machine_name(info: dict) -> str:
+    """What a timing ran on, from a result's ``info`` or a benchmark record (keys
+    ``processor``, ``threads``, ``device`` and, on a GPU, ``gpu``): the GPU by name
+    (``"NVIDIA H100 (host CPU: ...)"``), or the CPU and its threads
+    (``"AMD EPYC (family 25, model 17), 2 threads, cpu"``)."""
+    if info.get("gpu"):
+        return f"{info['gpu']} (host CPU: {info['processor']})"
+    return f"{info['processor']}, {info['threads']} threads, {info['device']}"
+
+
+@dataclass
+class Mistake:
+    """A misclassified test image: ``index`` into the test split, ``image`` uint8
+    (3, 32, 32), true and predicted class names, and the predicted class's probability
+    (``confidence``, fraction)."""
+
+    index: int
+    image: torch.Tensor
+    true: str
+    predicted: str
+    confidence: float
+
+
+def misclassified(result: Result, k: int = 10, data: CIFAR10 | None = None) -> list[Mistake]:
+    """The ``k`` test images the model gets wrong with the highest confidence.
+
+    Rule: among the test images whose most probable class is not the true one, take the
+    ``k`` with the highest probability of the predicted class (the most confident
+    mistakes), ties broken by index. ``data`` defaults to the config's data.
+    """
+    data = data if data is not None else prepare_data(result.config)
+    confidence, predicted = result.test_probs.max(dim=1)
+    wrong = torch.nonzero(predicted != result.test_labels).flatten()
+    order = sorted(wrong.tolist(), key=lambda i: (-confidence[i].item(), i))[:k]
+    return [Mistake(i, data.test_images[i], data.classes[result.test_labels[i]],
+                    data.classes[predicted[i]], confidence[i].item()) for i in order]
