@@ -9,6 +9,9 @@ of steps, on the same CIFAR-10 images ($NORMLAB_DATA), on the device ``fit`` wou
   arrays), torchvision transforms (RandomCrop(32, padding=4), RandomHorizontalFlip,
   ToTensor, Normalize), a DataLoader with 2 workers, each batch moved to the device, fp32,
   NCHW.
+- ``sweep``: ``--workers`` runs of normlab's pipeline at once, one thread each, as
+  ``python -m normlab reproduce`` trains a sweep; ``sweep_speedup`` is their summed rate
+  against the usual pipeline's, which trains one run after another.
 - ``normlab``: uint8 data in memory, per-image crop and flip (the recipe's,
   :class:`normlab.Config`) on the whole batch on the compute device, channels_last, bf16
   autocast where supported, the C library told to keep freed memory (``normlab.train``),
@@ -20,8 +23,9 @@ no choice, such as the allocator setting, which lasts for the process, reaches a
 pipeline. Each pipeline is measured ``--repeats`` times, the pipelines taking turns, and
 the median is reported: on a shared machine one busy moment should not decide the ratio.
 
-Prints one JSON line: images/second of each, ``speedup`` (their ratio), the minor page
-faults of each pipeline's process per step, the model's training FLOPs per image
+Prints one JSON line: images/second of each, ``speedup`` (their ratio, one run), the
+sweep's rate and ``sweep_speedup``, the warm-up seconds of each (``+compile``: the
+compilation), the minor page faults of each pipeline's process per step, the model's training FLOPs per image
 (``torch.utils.flop_counter``), achieved FLOP/s, the rate of a
 large dense matrix product in the same precision on the same device (the practical
 ceiling for this arithmetic) and the peak resident memory of normlab's process (MiB); on a
@@ -57,6 +61,7 @@ from torchvision import transforms
 import normlab as nl
 from normlab.book.runs import processor_name
 from normlab.store import atomic_write_json
+from normlab.book.sweep import default_workers
 from normlab.train import Pipeline
 
 
@@ -85,15 +90,19 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _steps(model, optimizer, batches, steps, autocast, device):
+def _steps(model, optimizer, batches, steps, autocast, device, barrier=None):
     """Run ``steps`` training steps over the (x, y) iterator on ``device``; return images
-    per second and the process's minor page faults per step (the first 3 steps, warm-up,
-    are not counted)."""
+    per second, the process's minor page faults per step (the first 3 steps, warm-up, are
+    not counted) and the warm-up's seconds (torch.compile compiles then). With a
+    ``barrier``, the timed steps start when every process of a sweep has warmed up."""
     model.train()
-    seen, start, faults = 0, None, None
+    seen, start, faults = 0, time.perf_counter(), None
     for step, (x, y) in enumerate(batches):
         if step == 3:
             _synchronize(device)
+            warmup = time.perf_counter() - start
+            if barrier is not None:
+                barrier.wait()
             start, seen, faults = time.perf_counter(), 0, _minor_page_faults()
         with autocast():
             loss = F.cross_entropy(model(x), y)
@@ -104,7 +113,7 @@ def _steps(model, optimizer, batches, steps, autocast, device):
         if step + 1 == steps + 3:
             break
     _synchronize(device)
-    return seen / (time.perf_counter() - start), (_minor_page_faults() - faults) / steps
+    return seen / (time.perf_counter() - start), (_minor_page_faults() - faults) / steps, warmup
 
 
 def baseline(data, batch_size, steps):
@@ -133,9 +142,9 @@ def baseline(data, batch_size, steps):
 
 
 def normlab_pipeline(data, batch_size, steps, precision="auto", channels_last=True,
-                     keep_freed_memory=False, compile=False):
-    """normlab's training step with the given choices; returns images per second and page
-    faults per step."""
+                     keep_freed_memory=False, compile=False, barrier=None):
+    """normlab's training step with the given choices; returns images per second, page
+    faults per step and the warm-up's seconds."""
     if keep_freed_memory:
         nl.train.keep_freed_memory()
     device = nl.choose_device()
@@ -155,7 +164,7 @@ def normlab_pipeline(data, batch_size, steps, precision="auto", channels_last=Tr
                 yield pipeline.inputs(x, generator), y
 
     step_model = torch.compile(model) if compile else model
-    return _steps(step_model, optimizer, forever(), steps, pipeline.autocast, device)
+    return _steps(step_model, optimizer, forever(), steps, pipeline.autocast, device, barrier)
 
 
 #: Each choice added on top of the previous one: (name, keyword arguments).
@@ -175,14 +184,35 @@ def measure(name: str, data_dir: str | None, batch_size: int, steps: int) -> dic
     the process that ran it and, on a GPU, the peak memory its tensors took there (MiB)."""
     data = nl.load_data(data_dir)
     if name == "baseline":
-        rate, faults = baseline(data, batch_size, steps)
+        rate, faults, warmup = baseline(data, batch_size, steps)
     else:
-        rate, faults = normlab_pipeline(data, batch_size, steps, **dict(CHOICES)[name])
+        rate, faults, warmup = normlab_pipeline(data, batch_size, steps, **dict(CHOICES)[name])
     device = nl.choose_device()
-    return {"rate": rate, "faults": faults,
+    return {"rate": rate, "faults": faults, "warmup": warmup,
             "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "device_memory": (torch.cuda.max_memory_allocated(device) / 2 ** 20
                               if device.type == "cuda" else None)}
+
+
+def sweep_member(data_dir: str | None, batch_size: int, steps: int, barrier) -> float:
+    """Images per second of normlab's pipeline (what ``fit`` does) with one thread, timed
+    while the other members of the sweep train too."""
+    torch.set_num_threads(1)
+    rate, _, _ = normlab_pipeline(nl.load_data(data_dir), batch_size, steps, barrier=barrier,
+                                  **dict(CHOICES)[FIT])
+    return rate
+
+
+def sweep_rate(workers: int, data_dir: str | None, batch_size: int, steps: int) -> float:
+    """Images per second of ``workers`` runs at once, one thread each, as ``python -m
+    normlab reproduce`` trains a sweep: the sum of their rates over the same seconds."""
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(
+            workers, mp_context=context, max_tasks_per_child=1) as pool:
+        barrier = manager.Barrier(workers)
+        futures = [pool.submit(sweep_member, data_dir, batch_size, steps, barrier)
+                   for _ in range(workers)]
+        return sum(future.result() for future in futures)
 
 
 def training_flops_per_image(batch_size: int = 8) -> float:
@@ -218,6 +248,8 @@ def main(argv=None):
                         help="measurements per pipeline (interleaved; the median is reported)")
     parser.add_argument("--batch-size", type=int, default=nl.Config().batch_size)
     parser.add_argument("--data", help="CIFAR-10 folder (default $NORMLAB_DATA)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="runs of the sweep measurement, one thread each")
     parser.add_argument("--output", help="also write the JSON record to this file")
     args = parser.parse_args(argv)
     steps, repeats = (12, 1) if args.quick else (args.steps, args.repeats)
@@ -230,6 +262,9 @@ def main(argv=None):
             for name in names:
                 samples[name].append(
                     pool.submit(measure, name, args.data, args.batch_size, steps).result())
+
+        sweeps = [sweep_rate(args.workers, args.data, args.batch_size, steps)
+                  for _ in range(repeats)]
 
     def median(name, measured):
         return statistics.median(sample[measured] for sample in samples[name])
@@ -249,6 +284,11 @@ def main(argv=None):
         "batch_size": args.batch_size, "steps": steps, "repeats": repeats,
         "baseline_images_per_s": round(base, 1), "normlab_images_per_s": ours,
         "speedup": round(ours / base, 2),
+        # a sweep: the usual pipeline trains one run after another, with every thread;
+        # normlab trains `workers` runs at once, one thread each
+        "sweep_workers": args.workers,
+        "sweep_images_per_s": round(statistics.median(sweeps), 1),
+        "sweep_speedup": round(statistics.median(sweeps) / base, 2),
         "normlab_precision": str(dtype),
         "ablation_images_per_s": ablation,
         "training_gflop_per_image": round(flops / 1e9, 4),
@@ -256,6 +296,7 @@ def main(argv=None):
         "matmul_gflop_per_s": round(ceiling, 1),
         "fraction_of_matmul": round(achieved / ceiling, 3),
         "page_faults_per_step": {name: round(median(name, "faults")) for name in names},
+        "warmup_s": {name: round(median(name, "warmup"), 2) for name in names},
         "peak_rss_mib": round(max(sample["rss"] for sample in samples[FIT]), 1),
         **({"peak_gpu_mib": round(max(sample["device_memory"] for sample in samples[FIT]), 1)}
            if device.type == "cuda" else {}),

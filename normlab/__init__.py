@@ -16,7 +16,7 @@ which the core never imports.
 #: Bumped whenever a change alters trained numbers; part of every result's cache key.
 __version__ = "0.1.0"
 
-from .data import CIFAR10, augment, channel_stats, load_data
+from .data import CIFAR10, augment, channel_stats, describe, load_data
 from .model import MAX_PARAMS, WIDTHS, ConvBlock, Net, Residual, count_parameters
 from .norms import (DEFAULT_GROUPS, NORM_LABELS, NORM_NAMES, batch_norm, group_norm, instance_norm,
                     layer_norm, make_norm)
@@ -25,7 +25,7 @@ from .train import (Config, History, Pipeline, choose_device, choose_precision, 
                     make_optimizer, predict)
 
 __all__ = [
-    "CIFAR10", "augment", "channel_stats", "load_data",
+    "CIFAR10", "augment", "channel_stats", "describe", "load_data",
     "MAX_PARAMS", "WIDTHS", "ConvBlock", "Net", "Residual", "count_parameters",
     "DEFAULT_GROUPS", "NORM_LABELS", "NORM_NAMES", "batch_norm", "group_norm", "instance_norm", "layer_norm",
     "make_norm",

@@ -16,12 +16,20 @@ Two sources give the same :class:`CIFAR10`:
 Where the data comes from is one setting, :func:`resolve_data_root`: an explicit path,
 else the environment variable ``NORMLAB_DATA``, else ``~/.cache/normlab/data``
 (where the archive is downloaded when ``download=True``).
+
+Both sources give the images in one order, stable-sorted by label (the original order
+within a class: an image folder's ``NNNN`` file names are that rank), and the same
+identity (:func:`content_identity`), a hash of the pixels, labels and class names: the
+same images find the same results whatever form they came in, and any changed pixel
+gives another identity.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +53,8 @@ class CIFAR10:
         test_images: uint8 (10000, 3, 32, 32).
         test_labels: int64 (10000,).
         classes: the 10 class names, in label order.
-        identity: a string that identifies the source's content (used in cache keys).
+        identity: ``cifar10-<hash>`` of the content (:func:`content_identity`); a subset
+            adds its sizes.
     """
 
     train_images: torch.Tensor
@@ -71,6 +80,41 @@ class CIFAR10:
                        f"{self.identity}[:{train},:{test}]")
 
 
+def canonical_order(images: torch.Tensor, labels: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 3, H, W) and int64 labels (N,) stable-sorted by label: the order
+    every source gives (an image folder's files are already in it)."""
+    order = torch.sort(labels, stable=True).indices
+    return images[order].contiguous(), labels[order]
+
+
+def content_identity(train_images: torch.Tensor, train_labels: torch.Tensor,
+                     test_images: torch.Tensor, test_labels: torch.Tensor,
+                     classes: list[str]) -> str:
+    """``cifar10-`` and 16 hex digits of the SHA-256 of the class names and, per split, the
+    int64 labels and the uint8 pixels, as held (in :func:`canonical_order`)."""
+    digest = hashlib.sha256(json.dumps(list(classes)).encode())
+    for tensor in (train_labels, train_images, test_labels, test_images):
+        digest.update(tensor.contiguous().numpy())
+    return f"cifar10-{digest.hexdigest()[:16]}"
+
+
+#: Content identities (:func:`content_identity`) of the copies of CIFAR-10 this book has
+#: met, and what each is (``../shared/data/README.md`` beside the repository).
+KNOWN_DATA = {
+    "cifar10-04c544eb176e291d": "the canonical CIFAR-10 pixels",
+    "cifar10-f89cbf36aae63aa2": "a JPEG re-encoded copy of CIFAR-10 (quality about 75)",
+}
+
+
+def describe(identity: str) -> str:
+    """What the data of ``identity`` (a subset's too) is, with its identity:
+    ``"the canonical CIFAR-10 pixels (cifar10-04c544eb176e291d)"``, or ``"unknown data
+    (cifar10-...)"`` for a copy :data:`KNOWN_DATA` does not list."""
+    whole = identity.split("[")[0]
+    return f"{KNOWN_DATA.get(whole, 'unknown data')} ({identity})"
+
+
 def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
     """The data folder: ``root`` if given, else ``$NORMLAB_DATA``, else
     ``~/.cache/normlab/data``."""
@@ -80,7 +124,7 @@ def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
 
 def _missing_data_message(root: Path) -> str:
     return (
-        f"No CIFAR-10 found under {root}: set {DATA_ENV} (or --data, or Config.data) to a "
+        f"No CIFAR-10 found under {root}: set {DATA_ENV} (or --data, or the root argument) to a "
         f"folder holding cifar-10-batches-py (the canonical archive, extracted) or train/ "
         f"and test/ class folders, or allow the download (download=True, --download)."
     )
@@ -89,7 +133,7 @@ def _missing_data_message(root: Path) -> str:
 def load_data(root: str | os.PathLike | None = None, download: bool = False) -> CIFAR10:
     """Load CIFAR-10 from the folder :func:`resolve_data_root` names.
 
-    A folder with ``train/`` and ``test/`` is read as an image folder; otherwise the
+    A folder with ``train/`` or ``test/`` is read as an image folder; otherwise the
     canonical archive is read (and downloaded first when ``download`` is true).
 
     Raises:
@@ -97,7 +141,7 @@ def load_data(root: str | os.PathLike | None = None, download: bool = False) -> 
             message says what to set.
     """
     root = resolve_data_root(root)
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    if (root / "train").is_dir() or (root / "test").is_dir():
         return load_image_folder(root)
     return load_cifar10(root, download=download)
 
@@ -116,31 +160,59 @@ def load_cifar10(root: str | os.PathLike, download: bool = False) -> CIFAR10:
     try:
         for train in (True, False):
             ds = torchvision.datasets.CIFAR10(root, train=train, download=download)
-            images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-            splits[train] = images, torch.tensor(ds.targets, dtype=torch.int64)
+            images = torch.from_numpy(ds.data).permute(0, 3, 1, 2)
+            splits[train] = canonical_order(images, torch.tensor(ds.targets, dtype=torch.int64))
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted."
         raise FileNotFoundError(f"{_missing_data_message(root)} ({error})") from error
     except OSError as error:  # download attempted without a network
         raise FileNotFoundError(
             f"{_missing_data_message(root)} The download failed: {error}") from error
-    return CIFAR10(*splits[True], *splits[False], list(ds.classes), "cifar10-canonical")
+    tensors = (*splits[True], *splits[False], list(ds.classes))
+    return CIFAR10(*tensors, content_identity(*tensors))
+
+
+#: CIFAR-10's classes: an image folder must hold exactly this many class folders per split.
+NUM_CLASSES = 10
 
 
 def _folder_samples(folder: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """(path, label) of every image under ``folder/<class>/``, and the class names.
+
+    Raises:
+        FileNotFoundError: no class folders, or one without images.
+        ValueError: not 10 class folders, or a link to a folder inside one (a loop would
+            read its images again and again).
+    """
     classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
     if not classes:
         raise FileNotFoundError(f"No class folders in {folder}. {_missing_data_message(folder.parent)}")
+    if len(classes) != NUM_CLASSES:
+        raise ValueError(f"{folder} holds {len(classes)} class folders ({', '.join(classes)}); "
+                         f"CIFAR-10 has {NUM_CLASSES}: remove the others.")
+    for name in classes:
+        for directory, subfolders, _ in os.walk(folder / name):
+            for sub in subfolders:
+                if (Path(directory) / sub).is_symlink():
+                    raise ValueError(f"{Path(directory) / sub} is a link to a folder inside a "
+                                     f"class folder: a class folder holds images; remove it.")
+        if not any(Path(path).suffix.lower() in IMG_EXTENSIONS
+                   for path in (folder / name).rglob("*")):
+            raise FileNotFoundError(f"{folder.name}/{name} under {folder.parent} holds no "
+                                    f"image: every class of CIFAR-10 needs its images.")
     samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)},
                            extensions=IMG_EXTENSIONS)
     return samples, classes
 
 
 def _fingerprint(root: Path, samples: dict[str, list[tuple[str, int]]]) -> str:
+    """A hash of every file's name, label, size and modification time (ns): what the
+    decoded-data cache is keyed by, so that an edited file is decoded again."""
     digest = hashlib.sha256()
     for split, items in samples.items():
         for path, label in items:
+            stat = os.stat(path)
             digest.update(f"{split}/{Path(path).relative_to(root / split)}:{label}:"
-                          f"{os.stat(path).st_size}\n".encode())
+                          f"{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -163,32 +235,54 @@ def _decode(samples: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]
 def load_image_folder(root: str | os.PathLike) -> CIFAR10:
     """CIFAR-10 from ``root/train/<class>/*`` and ``root/test/<class>/*``.
 
-    Class names are the folder names in sorted order (as ImageFolder assigns labels).
-    The decoded tensors are cached under ``~/.cache/normlab`` (``$NORMLAB_CACHE``), keyed
-    by a fingerprint of the file names and sizes, so a second load takes about a second.
+    Class names are the folder names in sorted order (as ImageFolder assigns labels);
+    within a class, the files in name order. The decoded tensors and their identity are
+    cached under ``~/.cache/normlab`` (``$NORMLAB_CACHE``), keyed by the files' names,
+    sizes and modification times, so a second load takes about a second; a cache file that
+    does not load is rebuilt, with a warning.
 
     Raises:
-        FileNotFoundError: ``train/`` or ``test/`` or their class folders are missing.
-        ValueError: a file cannot be decoded or is not 32x32; the message names it.
+        FileNotFoundError: ``train/`` or ``test/`` is missing, or a class folder is empty
+            (the message names it).
+        ValueError: not 10 class folders, a link to a folder inside one, a file that cannot
+            be decoded or is not 32x32; the message names it.
     """
     root = Path(root).expanduser()
     samples, classes = {}, None
     for split in ("train", "test"):
         if not (root / split).is_dir():
-            raise FileNotFoundError(_missing_data_message(root))
+            raise FileNotFoundError(f"There is no {split}/ folder under {root}: CIFAR-10 as an "
+                                    f"image folder has train/ and test/, each with a folder "
+                                    f"per class. {_missing_data_message(root)}")
         samples[split], split_classes = _folder_samples(root / split)
         if classes is not None and split_classes != classes:
             raise ValueError(f"train/ and test/ under {root} hold different class folders: "
                              f"{classes} vs {split_classes}.")
         classes = split_classes
-    identity = f"imagefolder-{_fingerprint(root, samples)}"
-    cached = cache_dir() / f"{identity}.pt"
-    if cached.exists():
-        tensors = torch.load(cached, weights_only=True)
-    else:
+    cached = cache_dir() / f"imagefolder-{_fingerprint(root, samples)}.pt"
+    tensors = _read_cache(cached)
+    if tensors is None:
         tensors = {split: _decode(items) for split, items in samples.items()}
+        tensors["identity"] = content_identity(*tensors["train"], *tensors["test"], classes)
         atomic_save(tensors, cached)
-    return CIFAR10(*tensors["train"], *tensors["test"], classes, identity)
+    return CIFAR10(*tensors["train"], *tensors["test"], classes, tensors["identity"])
+
+
+def _read_cache(path: Path) -> dict | None:
+    """The decoded data cached at ``path``, or None where there is none or it does not
+    load (truncated, not a tensor file): that file is then removed, with a warning."""
+    if not path.exists():
+        return None
+    try:
+        tensors = torch.load(path, weights_only=True)
+        if not {"train", "test", "identity"} <= set(tensors):
+            raise ValueError("it lacks the train, test or identity entry")
+    except Exception as error:  # torch raises many kinds for a damaged file
+        warnings.warn(f"The decoded-data cache {path} does not load ({type(error).__name__});"
+                      f" decoding the images again.", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+    return tensors
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

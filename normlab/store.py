@@ -5,16 +5,19 @@
 
 Every file is written to a temporary name in the same folder and then renamed
 (:func:`os.replace` is atomic on POSIX and Windows), so an interrupted write leaves the
-previous file or none, never half of one. The file gets the permissions a plain
+previous file or none, never half of one; a temporary file that a killed write left
+behind is removed by the next write of the same file. The file gets the permissions a plain
 ``open(path, "w")`` would give it (0o666 less the process's umask), not the owner-only
 0o600 of the temporary file.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -36,8 +39,19 @@ def _umask() -> int:
     return mask
 
 
+#: A temporary file of a write this old (seconds) was left by a killed process: the next
+#: write of the same file removes it (a younger one may belong to a write in progress).
+STALE_SECONDS = 600
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if time.time() - stale.stat().st_mtime > STALE_SECONDS:
+                stale.unlink()
+        except FileNotFoundError:   # another writer removed or renamed it meanwhile
+            pass
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -56,9 +70,14 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    """Write ``data`` through a temporary file and a rename."""
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     """Write ``text`` (UTF-8) through a temporary file and a rename."""
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+    atomic_write_bytes(text.encode(), path)
 
 
 def atomic_write_json(obj, path: str | os.PathLike) -> None:

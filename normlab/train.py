@@ -14,6 +14,8 @@ freed tensors for the next step (:func:`keep_freed_memory`).
 from __future__ import annotations
 
 import ctypes
+import functools
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -23,10 +25,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import CIFAR10, augment, batches, channel_stats, check_padding_mode, normalize
-from .model import WIDTHS, Net
+from .model import MAX_PARAMS, WIDTHS, Net, count_parameters
 from .norms import DEFAULT_GROUPS, canonical_norm
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Config:
     seed: int = 0                       # weights, data order, augmentation
     train_subset: int | None = None     # images of the training split used (None = all)
     test_subset: int | None = None      # images of the test split used (None = all)
-    precision: str = "auto"             # auto | fp32 | bf16 (choose_precision)
+    precision: str = "bf16"             # bf16 | fp16 | fp32; auto: the hardware's (choose_precision)
 
     def __post_init__(self):
         object.__setattr__(self, "norm", canonical_norm(self.norm))
@@ -65,6 +67,7 @@ class Config:
         if self.precision != "auto" and self.precision not in PRECISIONS:
             raise ValueError(f"Unknown value {self.precision!r} for argument precision. "
                              f"Valid values are auto, {', '.join(PRECISIONS)}.")
+        _check_recipe(self)
 
     def build_model(self) -> Net:
         """The network this config trains, its weights initialized from ``seed`` (the
@@ -75,10 +78,66 @@ class Config:
                        residual=self.residual, order=self.order)
 
 
+def _check_recipe(config: Config) -> None:
+    """Raise ValueError, saying what is valid, for a recipe that cannot train."""
+    def fail(name, rule):
+        raise ValueError(f"{name} must be {rule}, got {getattr(config, name)!r}.")
+
+    for name in ("epochs", "batch_size", "groups"):
+        if getattr(config, name) < 1:
+            fail(name, "at least 1")
+    for name, low, high in (("lr", 0, math.inf), ("weight_decay", 0, math.inf),
+                            ("momentum", 0, 1), ("label_smoothing", 0, 1), ("pct_start", 0, 1)):
+        value = getattr(config, name)
+        if not (math.isfinite(value) and low <= value < high and (value > 0 or name != "lr")):
+            fail(name, "a finite number above 0" if name == "lr" else f"from {low} to below {high}")
+    if not 0 <= config.crop_padding < 32:
+        fail("crop_padding", "from 0 to 31 (pixels, less than the 32-pixel image)")
+    if len(config.widths) != len(WIDTHS) or min(config.widths) < 1:
+        raise ValueError(f"widths needs {len(WIDTHS)} channel counts (C1, C2, c3, C4-C6, c7, "
+                         f"C8-C10), each at least 1, got {config.widths}.")
+    for name in ("train_subset", "test_subset"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            fail(name, "None (all images) or at least 1")
+    parameters = _parameters(config.norm, config.groups, config.widths, config.residual,
+                             config.order)
+    if parameters >= MAX_PARAMS:
+        raise ValueError(f"Config(norm={config.norm!r}, widths={config.widths}) has "
+                         f"{parameters:,} trainable parameters, over the budget of fewer than "
+                         f"{MAX_PARAMS:,}: use smaller widths (normlab.Net(..., max_params=None) "
+                         f"builds a larger network, which normlab.fit trains).")
+
+
+@functools.lru_cache(maxsize=256)
+def _parameters(norm: str, groups: int, widths: tuple[int, ...], residual: bool,
+                order: str) -> int:
+    """Trainable parameters of the network, counted without allocating or initializing
+    weights (on the meta device: the random generator is not touched)."""
+    with torch.device("meta"):
+        return count_parameters(Net(norm, groups=groups, widths=widths, residual=residual,
+                                    order=order, max_params=None))
+
+
 def choose_device(device: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; any other value is passed to torch."""
+    """``auto`` picks cuda, then mps, then cpu; any other value (``cpu``, ``cuda``,
+    ``cuda:1``, ``mps``) must name a device that is there.
+
+    Raises:
+        ValueError: an unknown device, or one this machine does not have.
+    """
     if device != "auto":
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except RuntimeError as error:
+            raise ValueError(f"Unknown value {device!r} for argument device. Valid values are "
+                             f"auto, cpu, cuda, cuda:N, mps.") from error
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}, but no CUDA GPU is available here: use auto, "
+                             f"cpu or a device this machine has.")
+        if chosen.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device={device!r}, but Apple's MPS is not available here: use "
+                             f"auto or cpu.")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -87,19 +146,21 @@ def choose_device(device: str = "auto") -> torch.device:
 
 
 def choose_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Compute dtype for ``precision`` (``auto``, ``fp32`` or ``bf16``) on ``device``.
+    """Compute dtype for ``precision`` (``auto``, ``fp32``, ``bf16`` or ``fp16``) on ``device``.
 
-    ``auto`` is bf16 where the hardware computes it natively (CUDA GPUs with bf16 support;
-    CPUs with AVX512-BF16 or AMX, as oneDNN reports) and fp32 elsewhere.
+    ``auto`` is what the hardware computes natively: on a CUDA GPU bf16 from compute
+    capability 8.0 (Ampere) on and fp16 before it (a T4 is 7.5, where bf16 is emulated;
+    :func:`fit` scales fp16 losses), on a CPU bf16 where oneDNN reports native support
+    (AVX512-BF16, AMX), and fp32 elsewhere.
 
     Raises:
         ValueError: an unknown precision name.
     """
     if precision == "auto":
         if device.type == "cuda":
-            native = torch.cuda.is_bf16_supported()
-        else:
-            native = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            major, _ = torch.cuda.get_device_capability(device)
+            return torch.bfloat16 if major >= 8 else torch.float16
+        native = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         return torch.bfloat16 if native else torch.float32
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown value {precision!r} for argument precision. "
@@ -304,6 +365,8 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = -(-len(train_labels) // config.batch_size)
     optimizer, schedule = make_optimizer(model, config, config.epochs * steps_per_epoch)
+    # fp16's narrow range needs the loss scaled (Micikevicius et al. 2018); bf16 and fp32 not
+    scaler = torch.amp.GradScaler(device.type, enabled=pipeline.dtype == torch.float16)
     history = History()
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
@@ -325,8 +388,9 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
                     f"(learning rate {schedule.get_last_lr()[0]:.4g}): lower Config.lr, "
                     f"or check the input data.")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             loss_sum += loss.detach() * len(labels)
             correct += (logits.argmax(dim=1) == labels).sum()

@@ -38,12 +38,11 @@ def run_python(*args: str, timeout: float) -> str:
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path, monkeypatch):
     """Every test gets its own cache and results folders, and none of the settings that
-    $NORMLAB_DATA, $NORMLAB_PROFILE, $NORMLAB_PRECISION and $NORMLAB_TRAIN make."""
+    $NORMLAB_DATA, $NORMLAB_PROFILE and $NORMLAB_TRAIN make."""
     monkeypatch.setenv("NORMLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("NORMLAB_RESULTS", str(tmp_path / "results"))
     monkeypatch.delenv("NORMLAB_DATA", raising=False)
     monkeypatch.delenv("NORMLAB_PROFILE", raising=False)
-    monkeypatch.delenv("NORMLAB_PRECISION", raising=False)
     monkeypatch.delenv("NORMLAB_TRAIN", raising=False)
 
 

@@ -18,7 +18,7 @@ def run_benchmark(name: str, *args: str) -> list[dict]:
 
 def test_throughput_prints_and_writes_one_record(image_folder, tmp_path):
     output = tmp_path / "records" / "throughput.json"
-    [record] = run_benchmark("throughput.py", "--quick", "--batch-size", "16",
+    [record] = run_benchmark("throughput.py", "--quick", "--batch-size", "16", "--workers", "2",
                              "--data", str(image_folder), "--output", str(output))
     assert json.loads(output.read_text()) == record
     # the rates are printed to 0.1 image/s, the speed-up to 0.01: compare relatively
@@ -33,6 +33,9 @@ def test_throughput_prints_and_writes_one_record(image_folder, tmp_path):
     assert record["fraction_of_matmul"] == pytest.approx(
         record["normlab_gflop_per_s"] / record["matmul_gflop_per_s"], abs=0.002)
     assert record["peak_rss_mib"] > 0
+    assert record["sweep_workers"] == 2 and record["sweep_speedup"] == pytest.approx(
+        record["sweep_images_per_s"] / record["baseline_images_per_s"], rel=0.01)
+    assert set(record["warmup_s"]) == {"baseline", *record["ablation_images_per_s"]}
 
 
 def test_norm_speed_times_every_layer_and_network_relative_to_batch_norm():

@@ -13,14 +13,14 @@ import pytest
 import normlab
 import normlab.book
 from normlab.book import load_result, prepare_data, results
+from normlab.data import KNOWN_DATA
 from normlab.book.cache import cache_key, result_paths
 from normlab.book.studies import book_parts, book_config
 
 ROOT = Path(__file__).resolve().parents[1]
-# Read before the autouse fixture clears them: the committed results are keyed by the data
-# and the precision they were trained in (the deploy workflow sets both).
+# Read before the autouse fixture clears it: the committed results are keyed by the data
+# they were trained on.
 DATA = os.environ.get("NORMLAB_DATA")
-PRECISION = os.environ.get("NORMLAB_PRECISION", "auto")
 CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
 CORE = ("data", "model", "norms", "receptive_field", "store", "train")
 
@@ -119,7 +119,6 @@ def test_the_per_norm_chapters_share_their_code():
 @pytest.mark.parametrize("norm", ["batch", "layer", "group"])
 def test_committed_results_match_the_book_configuration(norm, monkeypatch):
     monkeypatch.setenv("NORMLAB_RESULTS", str(ROOT / "results"))
-    monkeypatch.setenv("NORMLAB_PRECISION", PRECISION)
     config = book_config(norm, profile="full")
     data = prepare_data(config, DATA)
     record_path, _ = result_paths(config, cache_key(config, data, "full"), "full")
@@ -133,7 +132,6 @@ def test_committed_results_match_the_book_configuration(norm, monkeypatch):
 @pytest.mark.skipif(not DATA, reason="NORMLAB_DATA is not set")
 def test_committed_results_cover_every_part_of_the_book(monkeypatch):
     monkeypatch.setenv("NORMLAB_RESULTS", str(ROOT / "results"))
-    monkeypatch.setenv("NORMLAB_PRECISION", PRECISION)
     monkeypatch.setenv("NORMLAB_TRAIN", "never")
     missing = []
     for part in book_parts("full"):
@@ -143,3 +141,9 @@ def test_committed_results_cover_every_part_of_the_book(monkeypatch):
             missing.append(f"{part}: {error}")
     assert not missing, ("Not committed (run `python -m normlab reproduce` and commit "
                          "results/full/):\n" + "\n".join(missing))
+
+
+@pytest.mark.skipif(not DATA, reason="NORMLAB_DATA is not set")
+def test_the_data_is_a_copy_the_book_knows():
+    data = normlab.load_data(DATA)
+    assert data.identity in KNOWN_DATA, f"{DATA} holds unknown data ({data.identity})"

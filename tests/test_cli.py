@@ -2,6 +2,7 @@
 
 import pytest
 
+from normlab.book import wall_times
 from normlab.book.cli import main
 
 
@@ -21,10 +22,12 @@ def test_train_prints_epochs_and_final_accuracy(image_folder, capsys):
     assert "test_accuracy" in out and "final: train accuracy" in out
 
 
-def test_bad_norm_is_a_clear_error(image_folder):
-    with pytest.raises(SystemExit,
-                       match="error: Unknown value 'weight'.*Valid values are batch, layer, group"):
+def test_bad_norm_is_a_usage_error(image_folder, capsys):
+    with pytest.raises(SystemExit) as exit:
         main(["train", "--norm", "weight", "--data", str(image_folder)])
+    assert exit.value.code == 2
+    assert "Unknown value 'weight' for argument norm. Valid values are batch, layer, group" in (
+        capsys.readouterr().err)
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
@@ -32,10 +35,23 @@ def test_missing_data_is_a_clear_error(tmp_path):
         main(["train", "--data", str(tmp_path / "nowhere")])
 
 
-def test_reproduce_trains_every_book_model_per_seed(image_folder, capsys):
+def test_reproduce_trains_every_book_model_per_seed_in_parallel(image_folder, capsys):
     main(["reproduce", "--parts", "main", "--epochs", "1", "--batch-size", "16", "--seeds", "0", "1",
-          "--data", str(image_folder)])
+          "--workers", "2", "--data", str(image_folder)])
     lines = capsys.readouterr().out.strip().splitlines()
-    rows = [line.split()[:2] for line in lines[-6:]]  # the table after the epoch lines
+    assert lines[0].startswith("main: 6 trained, 0 found, 0 failed in ")
+    rows = [line.split()[:2] for line in lines[2:8]]  # the table after the summary
     assert rows == [["batch", "0"], ["layer", "0"], ["group", "0"],
                     ["batch", "1"], ["layer", "1"], ["group", "1"]]
+    assert lines[-1].startswith("reproduce: ") and lines[-1].endswith(" minutes in all")
+    times = wall_times("full")
+    assert list(times.index) == ["main"] and times.loc["main", "trained"] == 6
+    assert times.loc["main", "where"].startswith("2 workers x 1 thread on ")
+
+
+def test_data_prints_the_sizes_and_the_content_identity(image_folder, capsys):
+    from normlab import load_data
+
+    main(["data", "--data", str(image_folder)])
+    out = capsys.readouterr().out
+    assert "80 training and 30 test images" in out and load_data(image_folder).identity in out

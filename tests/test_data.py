@@ -2,9 +2,12 @@
 
 import pytest
 import torch
+import torchvision
 import torchvision.transforms.v2.functional as TF
 
+import normlab.book.runs
 from normlab import CIFAR10, Config, augment, channel_stats, load_data
+from normlab.book import run
 from normlab.data import load_cifar10, load_image_folder, normalize
 from normlab.train import Pipeline
 
@@ -37,10 +40,66 @@ def test_canonical_archive_through_torchvision(canonical_cifar, monkeypatch):
     monkeypatch.setenv("NORMLAB_DATA", str(canonical_cifar))
     data = load_data()
     assert data.train_images.shape == (50, 3, 32, 32) and data.test_images.shape == (10, 3, 32, 32)
-    assert data.classes == CLASSES and data.identity == "cifar10-canonical"
-    images, labels = synthetic_images(10, seed=9)
+    assert data.classes == CLASSES and data.identity.startswith("cifar10-")
+    images, labels = synthetic_images(10, seed=9)   # one image per class, in label order
     torch.testing.assert_close(data.test_images, images)
     torch.testing.assert_close(data.test_labels, labels)
+
+
+def as_image_folder(archive_root, folder):
+    """The archive's images as ``folder/<split>/<class>/NNNN.png``, NNNN the image's rank
+    within its class in the archive's order (the layout of the lossless shared copy)."""
+    for split, train in (("train", True), ("test", False)):
+        ds = torchvision.datasets.CIFAR10(archive_root, train=train)
+        rank = {}
+        for image, label in zip(ds.data, ds.targets):
+            path = folder / split / ds.classes[label] / f"{rank.setdefault(label, 0):04d}.png"
+            rank[label] += 1
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torchvision.io.write_png(torch.from_numpy(image).permute(2, 0, 1).contiguous(), str(path))
+    return folder
+
+
+def test_the_archive_and_a_folder_of_its_images_are_one_data_set(canonical_cifar, tmp_path,
+                                                                  monkeypatch):
+    archive = load_cifar10(canonical_cifar)
+    folder = load_image_folder(as_image_folder(canonical_cifar, tmp_path / "folder"))
+    for name in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert torch.equal(getattr(archive, name), getattr(folder, name)), name
+    assert archive.identity == folder.identity
+    assert torch.equal(archive.train_labels, archive.train_labels.sort(stable=True).values)
+    assert not torch.equal(archive.train_images,             # the archive's order was another
+                           torch.from_numpy(torchvision.datasets.CIFAR10(canonical_cifar).data)
+                           .permute(0, 3, 1, 2))
+    # the same batches for a seed, and the same result
+    config = Config(epochs=2, batch_size=10, lr=0.05, widths=(8,) * 6)
+    trained = run(config, archive, progress=False)
+    monkeypatch.setattr(normlab.book.runs, "fit", lambda *a, **k: pytest.fail("trained again"))
+    assert run(config, folder, progress=False).test_accuracy == trained.test_accuracy
+
+
+def test_a_same_size_edit_of_one_pixel_changes_the_identity(image_folder, tmp_path):
+    path = image_folder / "train" / "cat" / "0003.png"
+    image = torchvision.io.decode_image(str(path))
+    torchvision.io.write_png(image, str(path), compression_level=0)   # size set by the shape
+    before, size = load_image_folder(image_folder).identity, path.stat().st_size
+    image[0, 5, 5] ^= 1
+    torchvision.io.write_png(image, str(path), compression_level=0)
+    assert path.stat().st_size == size
+    after = load_image_folder(image_folder)
+    assert after.identity != before
+    assert len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 2   # decoded again
+
+
+@pytest.mark.parametrize("damage", [b"", b"garbage", "truncate"])
+def test_a_decoded_data_cache_that_does_not_load_is_rebuilt(image_folder, tmp_path, damage):
+    data = load_image_folder(image_folder)
+    cached, = (tmp_path / "cache").glob("imagefolder-*.pt")
+    cached.write_bytes(cached.read_bytes()[:1000] if damage == "truncate" else damage)
+    with pytest.warns(UserWarning, match=f"cache {cached} does not load.*decoding the images again"):
+        again = load_image_folder(image_folder)
+    assert again.identity == data.identity and torch.equal(again.train_images, data.train_images)
+    assert load_image_folder(image_folder).identity == data.identity   # rebuilt: no warning
 
 
 def test_corrupt_canonical_archive_is_rejected(canonical_cifar):
@@ -166,3 +225,12 @@ def test_the_training_pipeline_augments_as_its_config_says(config):
     assert torch.equal(x, expected)
     unaugmented = normalize(images, pipeline.mean, pipeline.std, pipeline.dtype)
     assert torch.equal(pipeline.inputs(images), unaugmented) and not torch.equal(x, unaugmented)
+
+
+def test_describe_names_known_copies_and_subsets():
+    from normlab.data import KNOWN_DATA, describe
+
+    canonical = next(k for k, v in KNOWN_DATA.items() if v == "the canonical CIFAR-10 pixels")
+    assert describe(canonical) == f"the canonical CIFAR-10 pixels ({canonical})"
+    assert describe(f"{canonical}[:10000,:None]").startswith("the canonical CIFAR-10 pixels (")
+    assert describe("cifar10-0000000000000000") == "unknown data (cifar10-0000000000000000)"

@@ -1,6 +1,7 @@
 """Training runs, caching (keys, atomic writes), errors and the mistakes rule."""
 
 import json
+import re
 import os
 import platform
 import stat
@@ -13,15 +14,15 @@ import normlab
 from torch import nn
 
 from normlab import Config, Pipeline, evaluate, fit, predict
-from normlab.book import book_config, flip_accuracy, machine_name, misclassified, report, run
+from normlab.book import flip_accuracy, machine_name, misclassified, report, run
 from normlab.book.cache import NORM_REVISIONS, cache_key, result_paths
 from normlab.book.report import flip_summary
 from normlab.book.runs import processor_name
 from normlab.store import atomic_save, atomic_write_json
 
 
-def key(config, data):
-    return cache_key(config, data, "full")
+def key(config, data, device="auto"):
+    return cache_key(config, data, "full", device)
 
 
 def tiny_config(**overrides):
@@ -141,21 +142,26 @@ def test_train_never_loads_cached_results_and_refuses_to_train(tiny_data, monkey
         run(tiny_config(epochs=2), tiny_data, progress=False)
 
 
-def test_book_config_takes_its_precision_from_the_environment(monkeypatch):
-    assert book_config("batch").precision == "auto"
-    monkeypatch.setenv("NORMLAB_PRECISION", "bf16")
-    assert book_config("batch").precision == "bf16"
-    assert book_config("batch", precision="fp32").precision == "fp32"
+def test_the_key_names_the_precision_and_not_the_machine(tiny_data, monkeypatch):
+    bf16 = key(tiny_config(precision="bf16"), tiny_data)
+    assert bf16 != key(tiny_config(precision="fp32"), tiny_data)
+    # a machine without native bf16, or a GPU, finds the same result
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert key(tiny_config(precision="bf16"), tiny_data) == bf16
+    # "auto" means this machine's choice, and is keyed by it
+    assert (key(tiny_config(precision="auto"), tiny_data, "cpu")
+            == key(tiny_config(precision="fp32"), tiny_data))
 
 
 def test_unknown_profile_and_precision(tiny_data, monkeypatch):
     monkeypatch.setenv("NORMLAB_PROFILE", "huge")
     with pytest.raises(ValueError, match="Valid values are full, smoke"):
         run(tiny_config(), tiny_data)
-    with pytest.raises(ValueError, match="Valid values are auto, fp32, bf16"):
+    with pytest.raises(ValueError, match="Valid values are auto, fp32, bf16, fp16"):
         normlab.choose_precision("fp8", torch.device("cpu"))
-    with pytest.raises(ValueError, match="Valid values are auto, fp32, bf16"):
-        Config(precision="fp16")
+    with pytest.raises(ValueError, match="Valid values are auto, fp32, bf16, fp16"):
+        Config(precision="fp8")
 
 
 def test_seed_summary_is_mean_and_std_over_seeds(tiny_data):
@@ -240,3 +246,40 @@ def test_build_model_leaves_the_global_random_generator_alone():
     a, b = Config(seed=3).build_model(), Config(seed=3).build_model()
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_train_never_names_the_data_the_recipe_was_trained_on(tiny_data, monkeypatch):
+    run(tiny_config(epochs=1), tiny_data, progress=False)
+    other = tiny_data.subset(100, None)
+    monkeypatch.setenv("NORMLAB_TRAIN", "never")
+    with pytest.raises(FileNotFoundError, match=f"on the data {re.escape(other.identity)}.*"
+                                                f"exist for the data {tiny_data.identity}"):
+        run(tiny_config(epochs=1), other, progress=False)
+
+
+def test_provenance_says_in_one_line_where_the_results_were_trained(tiny_data):
+    a, b = (run(tiny_config(epochs=1, seed=s), tiny_data, progress=False) for s in (0, 1))
+    line = report.provenance([a, b])
+    assert line == (f"Trained in {a.info['precision']} on {machine_name(a.info)}, with torch "
+                    f"{torch.__version__}, on unknown data ({tiny_data.identity}).")
+    b.info = {**b.info, "gpu": "NVIDIA H200", "device": "cuda"}
+    assert report.provenance([a, b, b]).startswith(f"Trained 1 of 3 in {a.info['precision']} on ")
+    assert "; 2 of 3 in" in report.provenance([a, b, b])
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16),
+                                               ((9, 0), torch.bfloat16)])
+def test_auto_precision_on_a_gpu_is_what_it_computes_natively(monkeypatch, capability, dtype):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert normlab.choose_precision("auto", torch.device("cuda")) == dtype
+
+
+def test_fp16_trains_with_a_scaled_loss(tiny_data, monkeypatch):
+    scaled, scale = [], torch.amp.GradScaler.scale
+    monkeypatch.setattr(torch.amp.GradScaler, "scale",
+                        lambda self, loss: scaled.append(self.is_enabled()) or scale(self, loss))
+    run(tiny_config(epochs=1, precision="fp16"), tiny_data, progress=False)
+    assert scaled and all(scaled)
+    scaled.clear()
+    run(tiny_config(epochs=1, precision="bf16"), tiny_data, progress=False)
+    assert scaled and not any(scaled)

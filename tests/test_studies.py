@@ -162,10 +162,10 @@ def test_wu_he_holds_when_batch_norm_rises_more_than_a_point_and_twice_group_nor
     assert not wu_he_holds(pd.Series({"batch": 0.8, "group": 0.0}))
 
 
-def test_study_configs_take_the_precision_of_the_book(monkeypatch):
-    monkeypatch.setenv("NORMLAB_PRECISION", "bf16")
-    configs = batch_size_sweep("full") + [c for cs in ablations("full").values() for c in cs]
-    assert {c.precision for c in configs} == {"bf16"}
+def test_every_config_of_the_book_names_its_precision():
+    configs = [c for cs in book_parts("full").values() for c in cs]
+    assert {c.precision for c in configs} == {"bf16", "fp32"}
+    assert {c.precision for c in configs if c not in book_parts("full")["precision"]} == {"bf16"}
 
 
 def test_results_of_a_part_and_the_index_of_what_is_found(tmp_path):

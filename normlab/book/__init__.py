@@ -16,14 +16,14 @@ The core (``normlab``) never imports this layer.
 
 from . import chapters, plots, probes, report, studies
 from .cache import benchmark_records
-from .reproduce import part_times, reproduce, results, write_index
+from .reproduce import part_times, reproduce, results, wall_times, write_index
 from .runs import (Mistake, Result, current_profile, flip_accuracy, load_result, machine_name,
                    misclassified, prepare_data, run)
 from .studies import MAIN, STUDY, book_config, main_configs, study_config
 
 __all__ = [
     "chapters", "plots", "probes", "report", "studies", "benchmark_records",
-    "part_times", "reproduce", "results", "write_index",
+    "part_times", "reproduce", "results", "wall_times", "write_index",
     "Mistake", "Result", "current_profile", "flip_accuracy", "load_result", "machine_name",
     "misclassified", "prepare_data", "run",
     "MAIN", "STUDY", "book_config", "main_configs", "study_config",

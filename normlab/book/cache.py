@@ -2,10 +2,13 @@
 
 A result is stored as ``<norm>-<key>.json`` (config, per-epoch history, final accuracies,
 seconds, where it ran) and ``<norm>-<key>.pt`` (weights and test predictions) under
-``results_dir()/<profile>/``. The key is a hash of everything that determines the numbers:
-the recipe (:class:`normlab.Config`), the profile, the data's identity, the package
-version (bumped whenever a change alters the numbers), the revision of the norm layer
-(:data:`NORM_REVISIONS`), the device type and the precision.
+``results_dir()/<profile>/``. The key is a hash of what determines the numbers: the recipe
+(:class:`normlab.Config`, whose precision is named: ``bf16`` or ``fp32``), the profile, the
+data's content (:attr:`normlab.CIFAR10.identity`) and the code's revision (the package
+version, bumped whenever a change alters the numbers, and :data:`NORM_REVISIONS`). Where a
+run happened (CPU, GPU, threads, library versions) is recorded in its ``info``, not keyed:
+a result trained on one machine is found on any other. Only ``precision="auto"``, which
+each machine resolves its own way, is keyed by what it resolves to here.
 """
 
 from __future__ import annotations
@@ -21,18 +24,14 @@ import torch
 from .. import __version__
 from ..data import CIFAR10
 from ..store import cache_dir
-from ..train import Config, choose_device, choose_precision
+from ..train import PRECISIONS, Config, choose_device, choose_precision
 
 RESULTS_ENV = "NORMLAB_RESULTS"
 
 #: Revision of a layer's numerics, per scheme: a change to a layer that alters trained
 #: numbers bumps its revision, so that exactly the runs that use it are trained again;
 #: schemes not listed are at revision 1 and add nothing to the key.
-NORM_REVISIONS = {"group": 3}   # 3: GroupNorm computes channels_last input in NCHW on CPU
-#: Fields added to :class:`normlab.Config` after results were first cached, each with the
-#: value that computes what every run did before the field existed: at that value a field
-#: adds nothing to the key, so the results cached before it are still found.
-_ADDED_FIELDS = {"crop_padding_mode": "constant"}
+NORM_REVISIONS: dict[str, int] = {}
 
 
 def results_dir() -> Path:
@@ -55,27 +54,25 @@ def benchmark_records() -> list[dict]:
 
 
 def environment(config: Config, device: str | torch.device = "auto") -> dict:
-    """What besides the recipe determines a result's numbers: the device type, the
-    precision ``config`` resolves to there, the package version and, where the scheme has
-    one, its layer's revision."""
+    """Where and how ``config`` runs on ``device`` (:func:`normlab.choose_device`): the
+    device type and the precision it resolves to there (recorded in a result's ``info``)."""
     device = choose_device(str(device))
     dtype = choose_precision(config.precision, device)
-    revision = ({"norm_revision": NORM_REVISIONS[config.norm]}
-                if config.norm in NORM_REVISIONS else {})
-    return {"device": device.type, "precision": str(dtype).removeprefix("torch."),
-            "normlab": __version__, **revision}
+    return {"device": device.type, "precision": str(dtype).removeprefix("torch.")}
 
 
 def cache_key(config: Config, data: CIFAR10, profile: str,
               device: str | torch.device = "auto") -> str:
-    """Hex digest (16 characters) of everything that determines the result of ``config`` on
-    ``data`` in ``profile`` on ``device``."""
+    """Hex digest (16 characters) of what determines the result of ``config`` on ``data``
+    in ``profile``: the same on every machine, but for ``precision="auto"`` (resolved on
+    ``device``)."""
     determining = asdict(config)
-    del determining["precision"]            # in the key as the dtype it resolves to
-    for name, before in _ADDED_FIELDS.items():
-        if determining[name] == before:
-            del determining[name]
-    determining.update(environment(config, device), profile=profile, data=data.identity)
+    if config.precision == "auto":
+        dtype = choose_precision("auto", choose_device(str(device)))
+        determining["precision"] = next(k for k, v in PRECISIONS.items() if v == dtype)
+    revision = NORM_REVISIONS.get(config.norm)
+    determining.update(profile=profile, data=data.identity, normlab=__version__,
+                       **({"norm_revision": revision} if revision else {}))
     return hashlib.sha256(json.dumps(determining, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -83,3 +80,15 @@ def result_paths(config: Config, key: str, profile: str) -> tuple[Path, Path]:
     """The JSON record and the tensor file of a result."""
     stem = results_dir() / profile / f"{config.norm}-{key}"
     return stem.with_suffix(".json"), stem.with_suffix(".pt")
+
+
+def trained_on(config: Config, profile: str) -> list[str]:
+    """The data identities that results of ``config`` (the same recipe) in ``profile`` were
+    trained on, from their records: what a result that is not found exists for instead."""
+    recipe = json.loads(json.dumps(asdict(config)))   # as a record holds it (lists, not tuples)
+    found = set()
+    for path in (results_dir() / profile).glob(f"{config.norm}-*.json"):
+        record = json.loads(path.read_text())
+        if record.get("config") == recipe:
+            found.add(record["info"]["data"])
+    return sorted(found)

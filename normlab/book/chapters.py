@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .report import glue
-from .runs import Result, prepare_data, run
+from .report import glue, provenance
+from .runs import Result, machine_name, prepare_data, run
 from .studies import book_config
 
 
-def norm_chapter(norm: str) -> Result:
-    """The book's model for ``norm`` (seed 0), trained or found, with the numbers its
-    chapter quotes glued: ``train_acc`` and ``test_acc`` (percent), ``epochs``,
-    ``batch_size``, ``values`` (the N x H x W values per channel that batch norm averages
-    over in C1), ``params`` and ``epoch_s`` (seconds per epoch)."""
+def norm_chapter(norm: str, retrain: bool = False) -> Result:
+    """The book's model for ``norm`` (seed 0), found in the results or, with ``retrain``,
+    trained here, with the numbers its chapter quotes glued: ``train_acc`` and ``test_acc``
+    (percent), ``epochs``, ``batch_size``, ``values`` (the N x H x W values per channel
+    that batch norm averages over in C1), ``params``, ``epoch_s`` (seconds per epoch),
+    ``train_minutes`` and ``machine`` (how long the training took, and where), and
+    ``provenance`` (:func:`normlab.book.report.provenance`)."""
     config = book_config(norm)
-    result = run(config, prepare_data(config))
+    result = run(config, prepare_data(config), retrain=retrain)
     glue("train_acc", f"{100 * result.train_accuracy:.1f}%")
     glue("test_acc", f"{100 * result.test_accuracy:.1f}%")
     glue("epochs", str(config.epochs))
@@ -23,6 +25,9 @@ def norm_chapter(norm: str) -> Result:
     glue("values", f"{config.batch_size * 32 * 32:,}")  # N x H x W of C1
     glue("params", f"{result.parameters:,}")
     glue("epoch_s", f"{result.seconds / config.epochs:.0f} s")
+    glue("train_minutes", f"{result.seconds / 60:.0f} minutes")
+    glue("machine", machine_name(result.info))
+    glue("provenance", provenance([result]))
     return result
 
 

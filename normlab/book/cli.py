@@ -1,10 +1,11 @@
-"""Command line: ``python -m normlab train | compare | reproduce | rf | summary``.
+"""Command line: ``python -m normlab train | compare | reproduce | data | rf | summary``.
 
 Examples::
 
     python -m normlab train --norm group --epochs 20
     python -m normlab compare                  # batch, layer and group, the book's recipe
     python -m normlab reproduce                # what the book shows, written to results/
+    python -m normlab data --download          # get CIFAR-10, print its identity
     python -m normlab rf --norm batch          # receptive-field table
     python -m normlab summary --norm layer     # torchinfo summary
 
@@ -14,21 +15,24 @@ Data comes from ``--data`` or ``$NORMLAB_DATA`` (see :func:`normlab.data.load_da
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import fields
 
 import pandas as pd
 
-from ..data import PADDING_MODES
+from ..data import PADDING_MODES, load_data, resolve_data_root
 from ..model import Net
 from ..norms import DEFAULT_GROUPS, NORM_NAMES
 from ..receptive_field import receptive_field
-from ..train import Config
+from ..train import PRECISIONS, Config, choose_device
 from .report import accuracy_table
-from .reproduce import results, write_index
+from .reproduce import found, reproduce
 from .runs import PROFILES, prepare_data, run
 from .studies import BOOK_NORMS, BOOK_SEEDS, MAIN_BATCH_SIZES, book_config, book_parts
 
 REPRODUCE_PARTS = tuple(book_parts("smoke"))
+#: The recipe's fields the command line sets (the norm has its own flag).
+RECIPE_FIELDS = {f.name for f in fields(Config)} - {"norm"}
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +51,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", action="store_true", default=None,
                         help="download the canonical CIFAR-10 archive if it is missing")
     parser.add_argument("--device", help="auto, cpu, cuda, mps (default auto)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="default auto")
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS),
+                        help=f"compute dtype (default {defaults.precision}; auto: the hardware's)")
     parser.add_argument("--profile", choices=tuple(PROFILES),
                         help="full (default, or $NORMLAB_PROFILE) or smoke")
     parser.add_argument("--retrain", action="store_true", help="ignore cached results")
@@ -67,12 +72,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     _add_run_arguments(compare)
     compare.add_argument("--seeds", type=int, nargs="+", default=[0],
                          help="train each model once per seed")
-    reproduce = commands.add_parser("reproduce", help="train every model the book shows "
+    repro = commands.add_parser("reproduce", help="train every model the book shows "
                                                       "(into results/)")
-    _add_run_arguments(reproduce)
-    reproduce.add_argument("--seeds", type=int, nargs="+", default=list(BOOK_SEEDS),
+    _add_run_arguments(repro)
+    repro.add_argument("--seeds", type=int, nargs="+", default=list(BOOK_SEEDS),
                            help="seeds of the main models")
-    reproduce.add_argument("--parts", nargs="+", choices=REPRODUCE_PARTS,
+    repro.add_argument("--workers", type=int, help="runs trained at once in local worker "
+                           "processes (default: one per CPU core, or per GPU)")
+    repro.add_argument("--threads", type=int, default=1, help="threads of each run")
+    repro.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                           help="run on the Ray cluster at ADDRESS (no address: start one "
+                                "here); needs pip install 'normlab[ray]'")
+    repro.add_argument("--gpus-per-run", type=float, default=0.0,
+                           help="with --ray: the fraction of a GPU each run takes")
+    repro.add_argument("--parts", nargs="+", choices=REPRODUCE_PARTS,
                            default=list(REPRODUCE_PARTS),
                            help="main: the book's models, once per seed; precision: batch "
                                 "norm in fp32 and bf16; augmentation: the book's models "
@@ -86,14 +99,18 @@ def get_args_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--norm", default="batch", help=norm_help)
         sub.add_argument("--groups", type=int, default=DEFAULT_GROUPS, help="groups of group norm")
+    data = commands.add_parser("data", help="load CIFAR-10 (downloading it with --download), "
+                                            "print its sizes and content identity")
+    data.add_argument("--data", help="CIFAR-10 folder (default $NORMLAB_DATA)")
+    data.add_argument("--download", action="store_true",
+                      help="download the canonical CIFAR-10 archive if it is missing")
     return parser
 
 
 def config_from_args(args: argparse.Namespace, norm: str, **fixed) -> Config:
     """The book's config for ``norm`` with the recipe fields given on the command line (and
     ``fixed``, which take precedence)."""
-    names = {f.name for f in fields(Config)} - {"norm"}
-    changes = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    changes = {k: v for k, v in vars(args).items() if k in RECIPE_FIELDS and v is not None}
     return book_config(norm, profile=args.profile, **{**changes, **fixed})
 
 
@@ -111,16 +128,29 @@ def _run(args: argparse.Namespace, config: Config):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the command line; bad input ends it with ``error: <what to do>`` (exit status 1)."""
-    args = get_args_parser().parse_args(argv)
+    """Run the command line. A recipe or device that cannot be is a usage error (exit status
+    2); other bad input, a missing file or a diverging run ends it with ``error: <what to
+    do>`` (exit status 1)."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("train", "compare", "reproduce"):
+        try:   # a recipe or a device that cannot be is a usage error, before any data loads
+            config_from_args(args, getattr(args, "norm", "batch"))
+            choose_device(args.device or "auto")
+        except ValueError as error:
+            parser.error(str(error))
     try:
         _dispatch(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:
         raise SystemExit(f"error: {error}") from error
 
 
 def _dispatch(args: argparse.Namespace) -> None:
-    if args.command == "rf":
+    if args.command == "data":
+        data = load_data(args.data, args.download)
+        print(f"CIFAR-10 at {resolve_data_root(args.data)}: {len(data.train_labels):,} training "
+              f"and {len(data.test_labels):,} test images; identity {data.identity}")
+    elif args.command == "rf":
         print(receptive_field(Net(args.norm, groups=args.groups)).to_string(index=False))
     elif args.command == "summary":
         import torchinfo
@@ -143,16 +173,22 @@ def _dispatch(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    """Train the parts of the book that ``args.parts`` names, printing a table per part,
-    then rewrite the index of results. The recipe flags (``--epochs``, ``--lr`` ...)
-    change the main models only."""
-    for part in book_parts(args.profile):
-        if part not in args.parts:
-            continue
-        if part == "main":
-            part_results = [_run(args, config_from_args(args, c.norm, seed=c.seed))
-                            for c in book_parts(args.profile, tuple(args.seeds))["main"]]
-        else:
-            part_results = results(part, args.profile, seeds=tuple(args.seeds), **_settings(args))
-        print(f"\n{part}:\n{accuracy_table(part_results).to_string(index=False)}", flush=True)
-    write_index(args.profile, root=args.data, download=bool(args.download))
+    """Train the parts of the book that ``args.parts`` names, in parallel, printing what
+    each part trained, found and failed and its table, then the wall time. The recipe
+    flags (``--epochs``, ``--lr`` ...) change the main models only."""
+    start = time.perf_counter()
+    changes = {k: v for k, v in vars(args).items() if k in RECIPE_FIELDS and v is not None}
+    sweep = {"workers": args.workers, "threads": args.threads, "ray_address": args.ray,
+             "gpus_per_run": args.gpus_per_run, "device": args.device or "auto",
+             "retrain": args.retrain}
+    failed = 0
+    for part, summary in reproduce(args.parts, args.profile, seeds=tuple(args.seeds),
+                                   main=changes, root=args.data, download=bool(args.download),
+                                   **sweep):
+        table = accuracy_table(found(summary.configs, args.profile, root=args.data,
+                                     download=bool(args.download)))
+        print(f"\n{part}: {summary}\n{table.to_string(index=False)}", flush=True)
+        failed += len(summary.failed)
+    print(f"\nreproduce: {(time.perf_counter() - start) / 60:.1f} minutes in all")
+    if failed:
+        raise SystemExit(f"error: {failed} runs failed (listed above); the others are saved.")

@@ -12,9 +12,9 @@ from itertools import combinations
 import pandas as pd
 import torch
 
-from ..data import CIFAR10
+from ..data import CIFAR10, describe
 from ..norms import NORM_LABELS
-from .runs import Result, flip_accuracy
+from .runs import Result, flip_accuracy, machine_name
 
 
 def glue(name: str, value, display: bool = False) -> None:
@@ -28,6 +28,22 @@ def glue(name: str, value, display: bool = False) -> None:
             show(value)
         return
     myst_glue(name, value, display=display)
+
+
+def provenance(results: Sequence[Result]) -> str:
+    """One line on where ``results`` were trained: in what precision, on what machine, with
+    which torch, from which data (its content identity), e.g. ``"Trained in bfloat16 on
+    AMD EPYC (family 25, model 17), 2 threads, cpu, with torch 2.14.1,
+    on a JPEG re-encoded copy of CIFAR-10 (quality about 75) (cifar10-f89cbf36aae63aa2)."``
+    (:func:`normlab.data.describe`); a mix of machines lists each with its count."""
+    where = pd.Series([f"in {r.info['precision']} on {machine_name(r.info)}, with torch "
+                       f"{r.info['torch']}" for r in results]).value_counts(sort=False)
+    data = dict.fromkeys(describe(r.info["data"].split("[")[0]) for r in results)
+    if len(where) == 1:
+        trained = where.index[0]
+    else:
+        trained = "; ".join(f"{n} of {len(results)} {text}" for text, n in where.items())
+    return f"Trained {trained}, on {' and '.join(data)}."
 
 
 def by_norm(results: Sequence[Result], seed: int = 0) -> dict[str, Result]:

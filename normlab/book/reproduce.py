@@ -4,18 +4,23 @@ index of what ``results/`` holds (:func:`write_index`)."""
 from __future__ import annotations
 
 import csv
+import datetime
 import io
+import json
 from dataclasses import asdict, fields
 
 import pandas as pd
 
-from ..store import atomic_write_text
+from ..store import atomic_write_json, atomic_write_text
 from ..train import Config
 from .cache import results_dir
 from .runs import Result, current_profile, load_result, prepare_data, run
-from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts
+from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts, main_configs
+from .sweep import run_many
 
 INDEX_NAME = "index.csv"
+#: Wall time of each part's last reproduction (written by :func:`reproduce`).
+WALL_TIMES_NAME = "reproduce-times.json"
 
 
 def _data_for(configs: list[Config], root=None, download: bool = True) -> dict:
@@ -86,14 +91,12 @@ def _changes(config: Config) -> tuple[str, str]:
 
 def write_index(profile: str | None = None, *, root=None, download: bool = True) -> pd.DataFrame:
     """Write ``results/<profile>/index.csv``: one row per result of the book found in the
-    cache (nothing is trained) with its part, norm, seed, preset, the fields that differ
+    results folder (nothing is trained) with its part, norm, seed, preset, the fields that differ
     from that preset, test accuracy (percent) and file name. Returns the table."""
     profile = profile or current_profile()
     rows = []
     for part, configs in book_parts(profile).items():
-        data = _data_for(configs, root, download)
-        found = [load_result(c, data[(c.train_subset, c.test_subset)], profile) for c in configs]
-        for r in _unique([r for r in found if r is not None]):
+        for r in found(configs, profile, root=root, download=download):
             preset, changes = _changes(r.config)
             rows.append({"part": part, "norm": r.config.norm, "seed": r.config.seed,
                          "preset": preset, "changes": changes,
@@ -106,11 +109,49 @@ def write_index(profile: str | None = None, *, root=None, download: bool = True)
     return table
 
 
-def reproduce(parts: list[str] | None = None, profile: str | None = None,
-              **settings) -> dict[str, list[Result]]:
-    """Train (or find) ``parts`` of the book (default: all), one after another, then
-    rewrite the index (:func:`write_index`). ``settings`` are those of :func:`results`."""
+def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
+              seeds: tuple[int, ...] = BOOK_SEEDS, main: dict | None = None,
+              root=None, download: bool = True, **sweep):
+    """Train (or find) ``parts`` of the book (default: all), part by part, each part's runs
+    in parallel (:func:`normlab.book.sweep.run_many`, with ``sweep``'s settings); yield
+    ``(part, summary)`` as each part finishes, then rewrite the index (:func:`write_index`).
+    ``main`` changes fields of the main models only (``--epochs`` on the command line)."""
     profile = profile or current_profile()
-    done = {part: results(part, profile, **settings) for part in parts or book_parts(profile)}
-    write_index(profile)
-    return done
+    configs = book_parts(profile, seeds)
+    if main:
+        configs["main"] = main_configs(profile, seeds, **main)
+    for part in parts or configs:
+        summary = run_many(configs[part], profile, root=root, download=download, **sweep)
+        if summary.trained:
+            _record_wall_time(profile, part, summary)
+        yield part, summary
+    write_index(profile, root=root, download=download)
+
+
+def _record_wall_time(profile: str, part: str, summary) -> None:
+    path = results_dir() / profile / WALL_TIMES_NAME
+    times = json.loads(path.read_text()) if path.exists() else {}
+    times[part] = {"minutes": round(summary.seconds / 60, 1), "trained": len(summary.trained),
+                   "found": len(summary.found), "where": summary.where,
+                   "date": datetime.date.today().isoformat()}
+    atomic_write_json(times, path)
+
+
+def wall_times(profile: str | None = None) -> pd.DataFrame:
+    """The wall time (minutes) of the last :func:`reproduce` of each part that trained
+    something, with how many runs it trained and found, where and when; empty where
+    none was recorded."""
+    path = results_dir() / (profile or current_profile()) / WALL_TIMES_NAME
+    times = json.loads(path.read_text()) if path.exists() else {}
+    return pd.DataFrame.from_dict(times, orient="index").rename_axis("part")
+
+
+def found(configs: list[Config], profile: str | None = None, *, root=None,
+          download: bool = True) -> list[Result]:
+    """The results of ``configs`` that are in the results folder, each once (nothing is
+    trained)."""
+    profile = profile or current_profile()
+    data = _data_for(configs, root, download)
+    results_ = [load_result(c, data[(c.train_subset, c.test_subset)], profile)
+                for c in dict.fromkeys(configs)]
+    return [r for r in results_ if r is not None]

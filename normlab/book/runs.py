@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,13 +27,23 @@ from ..data import CIFAR10, load_data
 from ..model import Net, count_parameters
 from ..store import atomic_save, atomic_write_json
 from ..train import Config, History, Pipeline, evaluate, fit, predict
-from .cache import cache_key, environment, result_paths
+from .. import __version__
+from .cache import cache_key, environment, result_paths, trained_on
 
 PROFILE_ENV = "NORMLAB_PROFILE"
 TRAIN_ENV = "NORMLAB_TRAIN"
 TRAIN_MODES = ("auto", "never")
 #: The sizes the book comes in: ``full``, the real experiment, and ``smoke``, for CI.
 PROFILES = ("full", "smoke")
+
+
+def train_mode() -> str:
+    """``$NORMLAB_TRAIN`` or ``auto``. Raises ValueError for another value."""
+    mode = os.environ.get(TRAIN_ENV, "auto")
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"Unknown value {mode!r} for {TRAIN_ENV}. "
+                         f"Valid values are {', '.join(TRAIN_MODES)}.")
+    return mode
 
 
 def current_profile() -> str:
@@ -105,12 +116,21 @@ def load_result(config: Config, data: CIFAR10, profile: str | None = None,
                                             profile)
     if not (record_path.exists() and tensor_path.exists()):
         return None
-    record = json.loads(record_path.read_text())
-    tensors = torch.load(tensor_path, weights_only=True)
-    return Result(config, History(**record["history"]), record["train_accuracy"],
-                  record["test_accuracy"], record["seconds"], record["parameters"],
-                  tensors["state_dict"], tensors["test_probs"].float(),
-                  tensors["test_labels"], record["info"])
+    path = record_path
+    try:
+        record = json.loads(record_path.read_text())
+        path = tensor_path
+        tensors = torch.load(tensor_path, weights_only=True)
+        path = record_path
+        return Result(config, History(**record["history"]), record["train_accuracy"],
+                      record["test_accuracy"], record["seconds"], record["parameters"],
+                      tensors["state_dict"], tensors["test_probs"].float(),
+                      tensors["test_labels"], record["info"])
+    except Exception as error:   # torch and json raise many kinds for a damaged file
+        raise ValueError(
+            f"The result {path} does not load ({type(error).__name__}): train it again with "
+            f"--retrain (run(..., retrain=True)), or delete {record_path.name} and "
+            f"{tensor_path.name}.") from error
 
 
 def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = None,
@@ -126,13 +146,15 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
         FileNotFoundError: no cached result, and ``$NORMLAB_TRAIN`` is ``never``.
         ValueError: ``$NORMLAB_TRAIN`` is neither ``auto`` nor ``never``.
     """
-    profile = profile or current_profile()
+    profile, mode = profile or current_profile(), train_mode()
     data = data if data is not None else prepare_data(config)
     if not retrain and (cached := load_result(config, data, profile, device)) is not None:
         return cached
     key = cache_key(config, data, profile, device)
     record_path, tensor_path = result_paths(config, key, profile)
-    _check_training_allowed(config, data, record_path)
+    if mode == "never":
+        _refuse_training(config, data, profile, record_path)
+    check_writable(record_path.parent)
     pipeline = Pipeline.for_config(config, data, device)
     model = config.build_model()
     start = time.perf_counter()
@@ -141,6 +163,7 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
     _, train_accuracy = evaluate(model, data.train_images, data.train_labels, pipeline)
     probs = predict(model, data.test_images, pipeline)
     info = {"key": key, **environment(config, pipeline.device), "data": data.identity,
+            "normlab": __version__,
             "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "processor": processor_name(),
             "threads": torch.get_num_threads(),
@@ -155,17 +178,27 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
     return result
 
 
-def _check_training_allowed(config: Config, data: CIFAR10, record_path: Path) -> None:
-    mode = os.environ.get(TRAIN_ENV, "auto")
-    if mode not in TRAIN_MODES:
-        raise ValueError(f"Unknown value {mode!r} for {TRAIN_ENV}. "
-                         f"Valid values are {', '.join(TRAIN_MODES)}.")
-    if mode == "never":
-        raise FileNotFoundError(
-            f"No result {record_path} for {config} on the data {data.identity}, and "
-            f"{TRAIN_ENV}=never forbids training it. Train it (`python -m normlab reproduce`, "
-            f"or unset {TRAIN_ENV}) on the data and in the precision the committed results "
-            f"were trained with, and commit results/.")
+def _refuse_training(config: Config, data: CIFAR10, profile: str, record_path: Path) -> None:
+    elsewhere = trained_on(config, profile)
+    train = (f"train it (`python -m normlab reproduce`, or unset {TRAIN_ENV}) and commit "
+             f"results/.")
+    raise FileNotFoundError(
+        f"No result {record_path} for {config} on the data {data.identity}, and "
+        f"{TRAIN_ENV}=never forbids training it. "
+        + (f"Results of this recipe exist for the data {', '.join(elsewhere)}: point "
+           f"NORMLAB_DATA at that data, or {train}" if elsewhere else train[0].upper() + train[1:]))
+
+
+def check_writable(folder: Path) -> None:
+    """Raise ValueError, before any training, if results cannot be written to ``folder``
+    (a file in its place, no permission)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise ValueError(f"Cannot write results to {folder} ({error}): point "
+                         f"NORMLAB_RESULTS at a folder you can write, or mend this one; "
+                         f"nothing was trained.") from error
 
 
 def flip_accuracy(result: Result, data: CIFAR10 | None = None) -> float:

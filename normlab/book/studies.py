@@ -14,13 +14,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 from ..train import Config
 from .runs import current_profile
-
-PRECISION_ENV = "NORMLAB_PRECISION"
 
 #: The book's recipe.
 MAIN = Config()
@@ -90,13 +87,11 @@ RECIPE_CHANGES = {
 
 def book_config(norm: str = "batch", profile: str | None = None, preset: Config = MAIN,
                 **changes) -> Config:
-    """``preset`` for ``norm``, sized by ``profile`` (default: the current profile), in the
-    precision ``$NORMLAB_PRECISION`` names (default: the preset's); ``changes`` change any
-    other field."""
+    """``preset`` for ``norm``, sized by ``profile`` (default: the current profile);
+    ``changes`` change any other field."""
     profile = profile or current_profile()
     sizes = SMOKE_SIZES[preset] if profile == "smoke" else {}
-    precision = os.environ.get(PRECISION_ENV, preset.precision)
-    return replace(preset, **{"norm": norm, "precision": precision, **sizes, **changes})
+    return replace(preset, **{"norm": norm, **sizes, **changes})
 
 
 def study_config(norm: str, batch_size: int = ABLATION_BATCH_SIZE,

@@ -1,0 +1,166 @@
+"""Bad input gets a clear error that says what to do; nothing is silently wrong or lost."""
+
+import math
+import os
+import time
+
+import pytest
+import torch
+
+from normlab import Config, choose_device
+from normlab.book import load_result, prepare_data, run
+from normlab.book.cache import cache_key, result_paths
+from normlab.book.cli import main
+from normlab.data import load_image_folder
+from normlab.store import atomic_write_json
+
+from conftest import write_image_folder
+
+
+def tiny(**changes):
+    return Config(**{"epochs": 1, "batch_size": 32, "lr": 0.05, "widths": (8,) * 6, **changes})
+
+
+# -- the data ---------------------------------------------------------------------------
+
+def test_a_symlink_loop_in_a_class_folder_is_refused(image_folder):
+    loop = image_folder / "train" / "dog" / "loop"
+    loop.symlink_to("..")
+    with pytest.raises(ValueError, match=f"{loop}.*a link to a folder"):
+        load_image_folder(image_folder)
+
+
+def test_an_eleventh_class_folder_is_refused(image_folder):
+    for split in ("train", "test"):
+        (image_folder / split / "zebra").mkdir()
+        next((image_folder / split / "cat").iterdir()).rename(image_folder / split / "zebra" / "0.png")
+    with pytest.raises(ValueError, match=r"train holds 11 class folders.*CIFAR-10 has 10"):
+        load_image_folder(image_folder)
+
+
+def test_a_missing_split_is_named(image_folder):
+    (image_folder / "test").rename(image_folder / "elsewhere")
+    with pytest.raises(FileNotFoundError, match=r"no test/ folder under .*: CIFAR-10 as an image "
+                                                r"folder has train/ and test/"):
+        load_image_folder(image_folder)
+
+
+def test_an_empty_class_folder_names_its_split(image_folder):
+    for path in (image_folder / "test" / "frog").iterdir():
+        path.unlink()
+    with pytest.raises(FileNotFoundError, match=r"test/frog.* holds no image"):
+        load_image_folder(image_folder)
+
+
+# -- settings of the environment --------------------------------------------------------
+
+@pytest.mark.parametrize("variable, value, valid", [
+    ("NORMLAB_TRAIN", "bogus", "auto, never"), ("NORMLAB_PROFILE", "huge", "full, smoke")])
+def test_every_setting_is_checked_when_it_is_read_even_for_a_cached_result(
+        tiny_data, monkeypatch, variable, value, valid):
+    run(tiny(), tiny_data, profile="full", progress=False)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=f"Unknown value '{value}' for {variable}. "
+                                         f"Valid values are {valid}"):
+        run(tiny(), tiny_data, progress=False)
+
+
+# -- results that do not load -----------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["truncated tensors", "invalid record", "incomplete record"])
+def test_a_damaged_result_names_its_file_and_the_way_out(tiny_data, damage):
+    run(tiny(), tiny_data, profile="full", progress=False)
+    record, tensors = result_paths(tiny(), cache_key(tiny(), tiny_data, "full"), "full")
+    if damage == "truncated tensors":
+        tensors.write_bytes(tensors.read_bytes()[:100])
+    elif damage == "invalid record":
+        record.write_text("{not json")
+    else:
+        record.write_text('{"norm": "batch"}')
+    damaged = tensors if damage == "truncated tensors" else record
+    with pytest.raises(ValueError, match=f"result {damaged} does not load.*retrain.*or delete"):
+        load_result(tiny(), tiny_data, "full")
+    again = run(tiny(), tiny_data, profile="full", progress=False, retrain=True)   # recovers
+    assert load_result(tiny(), tiny_data, "full").test_accuracy == again.test_accuracy
+
+
+# -- the recipe and the command line ----------------------------------------------------
+
+@pytest.mark.parametrize("changes, message", [
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"epochs": -1}, "epochs must be at least 1"),
+    ({"lr": math.nan}, "lr must be a finite number above 0"),
+    ({"lr": math.inf}, "lr must be a finite number above 0"),
+    ({"crop_padding": 40}, "crop_padding must be from 0 to 31"),
+    ({"crop_padding": -1}, "crop_padding must be from 0 to 31"),
+    ({"widths": (8, 8)}, "widths needs 6 channel counts"),
+    ({"widths": (64,) * 6}, r"has \d{3},\d{3} trainable parameters, over the budget of fewer "
+                            r"than 50,000: use smaller widths"),
+])
+def test_a_bad_recipe_is_refused_when_it_is_made(changes, message):
+    state = torch.random.get_rng_state()
+    with pytest.raises(ValueError, match=message):
+        Config(**changes)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "batch_size must be at least 1"),
+    (["--epochs", "-1"], "epochs must be at least 1"),
+    (["--lr", "nan"], "lr must be a finite number above 0"),
+    (["--lr", "inf"], "lr must be a finite number above 0"),
+    (["--crop-padding", "40"], "crop_padding must be from 0 to 31"),
+    (["--device", "bogus"], "Unknown value 'bogus' for argument device"),
+])
+def test_bad_numbers_on_the_command_line_are_usage_errors(image_folder, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--data", str(image_folder), *flags])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_device_that_is_not_there_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA GPU is available here.*auto, cpu"):
+        choose_device("cuda")
+
+
+def test_divergence_is_a_one_line_error_naming_epoch_step_and_learning_rate(image_folder):
+    with pytest.raises(SystemExit, match=r"^error: Loss became (nan|inf) at epoch 1, step \d+ "
+                                         r"\(learning rate [\d.e+-]+\)"):
+        main(["train", "--norm", "none", "--lr", "1e6", "--epochs", "1", "--batch-size", "16",
+              "--data", str(image_folder)])
+
+
+# -- nothing lost -----------------------------------------------------------------------
+
+def test_a_results_folder_that_cannot_be_written_is_found_before_training(tiny_data, tmp_path,
+                                                                          monkeypatch):
+    (tmp_path / "results").mkdir(exist_ok=True)
+    (tmp_path / "results" / "full").write_text("a file where the folder should be")
+    trained = []
+    monkeypatch.setattr("normlab.book.runs.fit", lambda *a, **k: trained.append(1))
+    with pytest.raises(ValueError, match=r"Cannot write results to .*full.*NORMLAB_RESULTS"):
+        run(tiny(), tiny_data, profile="full", progress=False)
+    assert not trained
+
+
+def test_a_stale_temporary_file_of_an_interrupted_write_is_removed_by_the_next(tmp_path):
+    target = tmp_path / "r.json"
+    stale, fresh = (tmp_path / f".r.json.{name}.tmp" for name in ("killed", "writing"))
+    stale.write_text("half")
+    fresh.write_text("half")
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    atomic_write_json({"a": 1}, target)
+    assert not stale.exists() and fresh.exists()        # another writer's file is left alone
+    assert target.read_text().strip().startswith("{")
+
+
+def test_training_data_of_the_wrong_size_is_still_named(tmp_path):
+    folder = write_image_folder(tmp_path / "folder", 20, 10)
+    import torchvision
+
+    torchvision.io.write_png(torch.zeros(3, 16, 16, dtype=torch.uint8),
+                             str(folder / "train" / "cat" / "0003.png"))
+    with pytest.raises(ValueError, match=r"0003.png has shape \(3, 16, 16\), expected"):
+        prepare_data(tiny(), folder)

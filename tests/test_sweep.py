@@ -1,0 +1,62 @@
+"""Sweeps: many configs trained in parallel by local worker processes or on Ray."""
+
+import pytest
+
+from normlab import Config
+from normlab.book import load_result, prepare_data
+from normlab.book.sweep import run_many
+
+from conftest import write_image_folder
+
+
+def tiny(**changes):
+    return Config(**{"epochs": 1, "batch_size": 32, "lr": 0.05, "widths": (8,) * 6, **changes})
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return write_image_folder(tmp_path / "folder", 160, 30)
+
+
+def test_workers_train_each_config_once_report_failures_and_resume(folder):
+    diverges = tiny(lr=1e6, norm="none", label_smoothing=0.0)
+    configs = [tiny(), tiny(norm="group"), tiny(), diverges]
+    summary = run_many(configs, "full", workers=2, root=folder, progress=False)
+    assert set(summary.trained) == {tiny(), tiny(norm="group")} and not summary.found
+    assert [c for c, _ in summary.failed] == [diverges]
+    assert "FloatingPointError: Loss became" in summary.failed[0][1]
+    assert str(summary).startswith("2 trained, 0 found, 1 failed in ")
+    data = prepare_data(tiny(), folder)
+    results = [load_result(c, data, "full") for c in (tiny(), tiny(norm="group"))]
+    assert all(r is not None and r.test_accuracy > 0 for r in results)
+
+    again = run_many(configs, "full", workers=2, root=folder, progress=False)
+    assert set(again.found) == {tiny(), tiny(norm="group")} and not again.trained
+
+
+def test_one_worker_trains_in_this_process_with_the_same_numbers(folder):
+    one = run_many([tiny(seed=1)], "full", workers=1, root=folder, progress=False)
+    first = load_result(tiny(seed=1), prepare_data(tiny(), folder), "full")
+    retrained = run_many([tiny(seed=1)], "full", workers=2, root=folder, progress=False,
+                         retrain=True)
+    assert one.trained == retrained.trained == [tiny(seed=1)]
+    again = load_result(tiny(seed=1), prepare_data(tiny(), folder), "full")
+    assert again.history.train_loss == first.history.train_loss
+
+
+def test_bad_worker_counts_are_refused():
+    with pytest.raises(ValueError, match="at least 1"):
+        run_many([tiny()], "full", workers=0)
+
+
+def test_a_sweep_on_a_local_ray_cluster(folder):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install normlab[ray])")
+    try:
+        summary = run_many([tiny(), tiny(norm="layer"), tiny(lr=1e6, norm="none",
+                                                             label_smoothing=0.0)],
+                           "full", ray_address="local", root=folder, progress=False)
+    finally:
+        ray.shutdown()
+    assert set(summary.trained) == {tiny(), tiny(norm="layer")}
+    assert "FloatingPointError" in summary.failed[0][1]
+    assert load_result(tiny(norm="layer"), prepare_data(tiny(), folder), "full") is not None
