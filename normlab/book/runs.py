@@ -37,22 +37,24 @@ TRAIN_MODES = ("auto", "never")
 PROFILES = ("full", "smoke")
 
 
+def _setting(variable: str, valid: tuple[str, ...]) -> str:
+    """The environment's ``variable``, or the first of ``valid`` where it is not set.
+    Raises ValueError, naming the variable and the valid values, for any other value."""
+    value = os.environ.get(variable, valid[0])
+    if value not in valid:
+        raise ValueError(f"Unknown value {value!r} for {variable}. "
+                         f"Valid values are {', '.join(valid)}.")
+    return value
+
+
 def train_mode() -> str:
-    """``$NORMLAB_TRAIN`` or ``auto``. Raises ValueError for another value."""
-    mode = os.environ.get(TRAIN_ENV, "auto")
-    if mode not in TRAIN_MODES:
-        raise ValueError(f"Unknown value {mode!r} for {TRAIN_ENV}. "
-                         f"Valid values are {', '.join(TRAIN_MODES)}.")
-    return mode
+    """``$NORMLAB_TRAIN``: ``auto`` (the default) or ``never``."""
+    return _setting(TRAIN_ENV, TRAIN_MODES)
 
 
 def current_profile() -> str:
-    """``$NORMLAB_PROFILE`` or ``full``. Raises ValueError for an unknown profile."""
-    profile = os.environ.get(PROFILE_ENV, "full")
-    if profile not in PROFILES:
-        raise ValueError(f"Unknown value {profile!r} for {PROFILE_ENV}. "
-                         f"Valid values are {', '.join(PROFILES)}.")
-    return profile
+    """``$NORMLAB_PROFILE``: ``full`` (the default) or ``smoke``."""
+    return _setting(PROFILE_ENV, PROFILES)
 
 
 @dataclass
