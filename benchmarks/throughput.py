@@ -118,8 +118,8 @@ def _steps(model, optimizer, batches, steps, autocast, device, barrier=None):
 
 def baseline(data, batch_size, steps):
     """The usual notebook's training step, on the device normlab would choose (a notebook
-    moves its model and each batch there); returns images per second and page faults per
-    step."""
+    moves its model and each batch there); returns images per second, page faults per
+    step and the warm-up's seconds."""
     device = nl.choose_device()
     mean, std = nl.channel_stats(data.train_images)
     transform = transforms.Compose([

@@ -121,6 +121,21 @@ def _pointwise(node: fx.Node) -> bool:
     return node.target in POINTWISE_FUNCTIONS
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, taking the pointwise layers whole (a subclass of one, such as
+    :class:`normlab.norms.GroupNorm`, may branch on its input's layout inside)."""
+
+    def is_leaf_module(self, module: nn.Module, name: str) -> bool:
+        return isinstance(module, POINTWISE_MODULES) or super().is_leaf_module(module, name)
+
+
+def _flattens(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` flattens a grid (``nn.Flatten``, ``torch.flatten``, ``.flatten``)."""
+    if node.op == "call_module":
+        return isinstance(modules[node.target], nn.Flatten)
+    return node.target in (torch.flatten, "flatten")
+
+
 def _collapsed(axis: _Axis) -> _Axis:
     """The axis once its grid is flattened or reduced: one unit that sees every unit's
     field."""
@@ -159,7 +174,7 @@ def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
             too small for a layer.
     """
     try:
-        graph_module = fx.symbolic_trace(model)
+        graph_module = fx.GraphModule(model, _Tracer().trace(model))
     except fx.proxy.TraceError as error:
         raise NotImplementedError(
             f"receptive_field traces the model with torch.fx, which cannot follow "
@@ -191,9 +206,16 @@ def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
         for other in inputs[1:]:
             axes = tuple(a.union(b) for a, b in zip(axes, other))
         out_size = _spatial(node)
-        if out_size is None:   # flattened or reduced: every output sees every unit
+        flat = all(_spatial(a) is None for a in node.all_input_nodes if a in state)
+        if out_size is None and (flat or _flattens(node, modules)):
+            # flattened (or already flat: Linear, activations): every output sees every unit
             state[node] = tuple(_collapsed(a) for a in axes)
             continue
+        if out_size is None:
+            name = getattr(node.target, "__name__", node.target)
+            raise NotImplementedError(
+                f"Don't know the receptive field of {name} (in forward as {node.name}), which "
+                f"turns a grid into a tensor of another shape; flatten it with nn.Flatten.")
         if node.op == "call_module":
             geometry = _geometry(modules[node.target], (axes[0].size, axes[1].size), out_size)
             if geometry is not None:

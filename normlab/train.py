@@ -2,13 +2,14 @@
 :func:`predict`.
 
 The device and the precision are chosen once (:func:`choose_device`,
-:func:`choose_precision`) and used for the whole run. Data stays uint8 on the device;
+:func:`choose_precision`: the recipe's, bf16 by default, or with ``auto`` what the
+hardware computes natively) and used for the whole run. Data stays uint8 on the device;
 each batch is augmented (:func:`normlab.data.augment`), converted and normalized there.
-The model runs in channels_last memory format, under bf16 autocast where the hardware
-supports it (the normalization kernels still accumulate their statistics in fp32), with
-SGD + Nesterov momentum and the OneCycle learning-rate schedule
-(Smith & Topin 2019). On Linux the C library's allocator is told to keep the memory of
-freed tensors for the next step (:func:`keep_freed_memory`).
+The model runs in channels_last memory format under autocast (the normalization kernels
+still accumulate their statistics in fp32; fp16 losses are scaled), with SGD + Nesterov
+momentum and the OneCycle learning-rate schedule (Smith & Topin 2019). On Linux the C
+library's allocator is told to keep the memory of freed tensors for the next step
+(:func:`keep_freed_memory`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class Config:
     where it runs (the device is the pipeline's). Units in the comments.
 
     Raises:
-        ValueError: an unknown norm, padding mode or precision.
+        ValueError: an unknown norm, padding mode, order or precision; a number outside its
+            range (the message gives the range); widths of the wrong length, groups that do
+            not divide them, or a network over the parameter budget.
     """
 
     norm: str = "batch"                 # batch | layer | group | instance | none
@@ -89,8 +92,11 @@ def _check_recipe(config: Config) -> None:
     for name, low, high in (("lr", 0, math.inf), ("weight_decay", 0, math.inf),
                             ("momentum", 0, 1), ("label_smoothing", 0, 1), ("pct_start", 0, 1)):
         value = getattr(config, name)
-        if not (math.isfinite(value) and low <= value < high and (value > 0 or name != "lr")):
-            fail(name, "a finite number above 0" if name == "lr" else f"from {low} to below {high}")
+        positive = name in ("lr", "pct_start")
+        if not (math.isfinite(value) and low <= value < high and (value > 0 or not positive)):
+            fail(name, f"a finite number above {low}" + (f" and below {high}" if high < math.inf
+                                                        else "") if positive
+                 else f"from {low} to below {high}")
     if not 0 <= config.crop_padding < 32:
         fail("crop_padding", "from 0 to 31 (pixels, less than the 32-pixel image)")
     if len(config.widths) != len(WIDTHS) or min(config.widths) < 1:
@@ -134,6 +140,10 @@ def choose_device(device: str = "auto") -> torch.device:
         if chosen.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={device!r}, but no CUDA GPU is available here: use auto, "
                              f"cpu or a device this machine has.")
+        if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA GPU(s), cuda:0 to "
+                             f"cuda:{torch.cuda.device_count() - 1}.")
         if chosen.type == "mps" and not torch.backends.mps.is_available():
             raise ValueError(f"device={device!r}, but Apple's MPS is not available here: use "
                              f"auto or cpu.")

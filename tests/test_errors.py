@@ -93,6 +93,7 @@ def test_a_damaged_result_names_its_file_and_the_way_out(tiny_data, damage):
     ({"lr": math.inf}, "lr must be a finite number above 0"),
     ({"crop_padding": 40}, "crop_padding must be from 0 to 31"),
     ({"crop_padding": -1}, "crop_padding must be from 0 to 31"),
+    ({"pct_start": 0.0}, "pct_start must be a finite number above 0 and below 1"),
     ({"widths": (8, 8)}, "widths needs 6 channel counts"),
     ({"widths": (64,) * 6}, r"has \d{3},\d{3} trainable parameters, over the budget of fewer "
                             r"than 50,000: use smaller widths"),
@@ -122,6 +123,16 @@ def test_a_device_that_is_not_there_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA GPU is available here.*auto, cpu"):
         choose_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="has 1 CUDA GPU.*cuda:0 to cuda:0"):
+        choose_device("cuda:5")
+
+
+def test_reproduce_takes_seeds_not_a_seed(image_folder, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["reproduce", "--seed", "3", "--data", str(image_folder)])
+    assert exit.value.code == 2 and "use --seeds instead of --seed" in capsys.readouterr().err
 
 
 def test_divergence_is_a_one_line_error_naming_epoch_step_and_learning_rate(image_folder):

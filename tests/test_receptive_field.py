@@ -250,3 +250,11 @@ def test_the_table_matches_the_gradient_on_random_networks(network):
     predicted = predicted_axes(table, out, input_size[1:], clip=False)
     assume(None not in predicted)
     assert predicted == measured_axes(model, input_size)
+
+
+def test_a_squeeze_or_reduction_of_the_grid_is_refused_and_group_norm_is_traced_whole():
+    squeeze = Forward(lambda self, x: self.layers[0](x).squeeze(1), nn.Conv2d(1, 1, 3))
+    with pytest.raises(NotImplementedError, match="squeeze"):
+        receptive_field(squeeze, (1, 16, 16))
+    tables = {norm: receptive_field(Net(norm)) for norm in ("batch", "group", "layer")}
+    assert tables["group"].equals(tables["batch"]) and tables["layer"].equals(tables["batch"])

@@ -155,6 +155,8 @@ def test_the_key_names_the_precision_and_not_the_machine(tiny_data, monkeypatch)
 
 
 def test_unknown_profile_and_precision(tiny_data, monkeypatch):
+    with pytest.raises(ValueError, match="'huge' for argument profile. Valid values are full, smoke"):
+        run(tiny_config(), tiny_data, profile="huge")
     monkeypatch.setenv("NORMLAB_PROFILE", "huge")
     with pytest.raises(ValueError, match="Valid values are full, smoke"):
         run(tiny_config(), tiny_data)
@@ -269,9 +271,16 @@ def test_provenance_says_in_one_line_where_the_results_were_trained(tiny_data):
 
 @pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16),
                                                ((9, 0), torch.bfloat16)])
-def test_auto_precision_on_a_gpu_is_what_it_computes_natively(monkeypatch, capability, dtype):
+def test_auto_precision_on_a_gpu_is_what_it_computes_natively(monkeypatch, tiny_data,
+                                                              capability, dtype):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert normlab.choose_precision("auto", torch.device("cuda")) == dtype
+    # and "auto" is keyed by what it resolves to there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    named = {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    assert (key(tiny_config(precision="auto"), tiny_data, "cuda")
+            == key(tiny_config(precision=named), tiny_data))
 
 
 def test_fp16_trains_with_a_scaled_loss(tiny_data, monkeypatch):

@@ -1,6 +1,7 @@
 """Sweeps: many configs trained in parallel by local worker processes or on Ray."""
 
 import pytest
+import torch
 
 from normlab import Config
 from normlab.book import load_result, prepare_data
@@ -34,14 +35,21 @@ def test_workers_train_each_config_once_report_failures_and_resume(folder):
     assert set(again.found) == {tiny(), tiny(norm="group")} and not again.trained
 
 
-def test_one_worker_trains_in_this_process_with_the_same_numbers(folder):
-    one = run_many([tiny(seed=1)], "full", workers=1, root=folder, progress=False)
-    first = load_result(tiny(seed=1), prepare_data(tiny(), folder), "full")
-    retrained = run_many([tiny(seed=1)], "full", workers=2, root=folder, progress=False,
-                         retrain=True)
-    assert one.trained == retrained.trained == [tiny(seed=1)]
-    again = load_result(tiny(seed=1), prepare_data(tiny(), folder), "full")
-    assert again.history.train_loss == first.history.train_loss
+def test_worker_processes_and_this_process_train_the_same_numbers(folder):
+    configs = [tiny(seed=1), tiny(seed=2)]
+    data = prepare_data(tiny(), folder)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)           # the workers' (the order of a sum depends on it)
+    try:
+        here = run_many(configs, "full", workers=1, root=folder, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    first = [load_result(c, data, "full").history.train_loss for c in configs]
+    there = run_many(configs, "full", workers=2, threads=1, root=folder, progress=False,
+                     retrain=True)
+    assert here.trained == there.trained == configs and "2 workers" in there.where
+    assert [load_result(c, data, "full").history.train_loss for c in configs] == first
+    assert torch.get_num_threads() == threads       # this process's threads are its own
 
 
 def test_bad_worker_counts_are_refused():

@@ -3,7 +3,7 @@
 A result is stored as ``<norm>-<key>.json`` (config, per-epoch history, final accuracies,
 seconds, where it ran) and ``<norm>-<key>.pt`` (weights and test predictions) under
 ``results_dir()/<profile>/``. The key is a hash of what determines the numbers: the recipe
-(:class:`normlab.Config`, whose precision is named: ``bf16`` or ``fp32``), the profile, the
+(:class:`normlab.Config`, whose precision is named: ``bf16``, ``fp16`` or ``fp32``), the profile, the
 data's content (:attr:`normlab.CIFAR10.identity`) and the code's revision (the package
 version, bumped whenever a change alters the numbers, and :data:`NORM_REVISIONS`). Where a
 run happened (CPU, GPU, threads, library versions) is recorded in its ``info``, not keyed:

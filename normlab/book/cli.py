@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     do>`` (exit status 1)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    if args.command == "reproduce" and args.seed is not None:
+        parser.error("reproduce trains the main models once per seed of --seeds; use "
+                     "--seeds instead of --seed")
     if args.command in ("train", "compare", "reproduce"):
         try:   # a recipe or a device that cannot be is a usage error, before any data loads
             config_from_args(args, getattr(args, "norm", "batch"))
@@ -178,6 +181,7 @@ def _reproduce(args: argparse.Namespace) -> None:
     flags (``--epochs``, ``--lr`` ...) change the main models only."""
     start = time.perf_counter()
     changes = {k: v for k, v in vars(args).items() if k in RECIPE_FIELDS and v is not None}
+    changes.pop("seed", None)   # the main models' seeds are --seeds (main() refuses --seed)
     sweep = {"workers": args.workers, "threads": args.threads, "ray_address": args.ray,
              "gpus_per_run": args.gpus_per_run, "device": args.device or "auto",
              "retrain": args.retrain}

@@ -14,23 +14,13 @@ import pandas as pd
 from ..store import atomic_write_json, atomic_write_text
 from ..train import Config
 from .cache import results_dir
-from .runs import Result, current_profile, load_result, prepare_data, run
+from .runs import Result, data_for, load_result, resolve_profile, run
 from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts, main_configs
 from .sweep import run_many
 
 INDEX_NAME = "index.csv"
 #: Wall time of each part's last reproduction (written by :func:`reproduce`).
 WALL_TIMES_NAME = "reproduce-times.json"
-
-
-def _data_for(configs: list[Config], root=None, download: bool = True) -> dict:
-    """The data of each subset the configs use, loaded once each."""
-    data = {}
-    for config in configs:
-        subset = (config.train_subset, config.test_subset)
-        if subset not in data:
-            data[subset] = prepare_data(config, root, download)
-    return data
 
 
 def results(part: str, profile: str | None = None, *, seeds: tuple[int, ...] = BOOK_SEEDS,
@@ -43,12 +33,12 @@ def results(part: str, profile: str | None = None, *, seeds: tuple[int, ...] = B
     Raises:
         ValueError: an unknown part; the message lists the parts.
     """
-    profile = profile or current_profile()
+    profile = resolve_profile(profile)
     parts = book_parts(profile, seeds)
     if part not in parts:
         raise ValueError(f"Unknown value {part!r} for argument part. "
                          f"Valid values are {', '.join(parts)}.")
-    data = _data_for(parts[part], root, download)
+    data = data_for(parts[part], root, download)
     return [run(c, data[(c.train_subset, c.test_subset)], profile=profile, device=device,
                 retrain=retrain, progress=progress) for c in parts[part]]
 
@@ -61,7 +51,7 @@ def _unique(results_: list[Result]) -> list[Result]:
 def part_times(profile: str | None = None) -> pd.DataFrame:
     """Per part of the book: the models it trains (each once) and their training time
     (hours), with a row ``all``."""
-    profile = profile or current_profile()
+    profile = resolve_profile(profile)
     rows, seen = [], set()
     for part in book_parts(profile):
         new = [r for r in _unique(results(part, profile)) if r.info["key"] not in seen]
@@ -93,7 +83,7 @@ def write_index(profile: str | None = None, *, root=None, download: bool = True)
     """Write ``results/<profile>/index.csv``: one row per result of the book found in the
     results folder (nothing is trained) with its part, norm, seed, preset, the fields that differ
     from that preset, test accuracy (percent) and file name. Returns the table."""
-    profile = profile or current_profile()
+    profile = resolve_profile(profile)
     rows = []
     for part, configs in book_parts(profile).items():
         for r in found(configs, profile, root=root, download=download):
@@ -116,7 +106,7 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
     in parallel (:func:`normlab.book.sweep.run_many`, with ``sweep``'s settings); yield
     ``(part, summary)`` as each part finishes, then rewrite the index (:func:`write_index`).
     ``main`` changes fields of the main models only (``--epochs`` on the command line)."""
-    profile = profile or current_profile()
+    profile = resolve_profile(profile)
     configs = book_parts(profile, seeds)
     if main:
         configs["main"] = main_configs(profile, seeds, **main)
@@ -141,7 +131,7 @@ def wall_times(profile: str | None = None) -> pd.DataFrame:
     """The wall time (minutes) of the last :func:`reproduce` of each part that trained
     something, with how many runs it trained and found, where and when; empty where
     none was recorded."""
-    path = results_dir() / (profile or current_profile()) / WALL_TIMES_NAME
+    path = results_dir() / (resolve_profile(profile)) / WALL_TIMES_NAME
     times = json.loads(path.read_text()) if path.exists() else {}
     return pd.DataFrame.from_dict(times, orient="index").rename_axis("part")
 
@@ -150,8 +140,8 @@ def found(configs: list[Config], profile: str | None = None, *, root=None,
           download: bool = True) -> list[Result]:
     """The results of ``configs`` that are in the results folder, each once (nothing is
     trained)."""
-    profile = profile or current_profile()
-    data = _data_for(configs, root, download)
+    profile = resolve_profile(profile)
+    data = data_for(configs, root, download)
     results_ = [load_result(c, data[(c.train_subset, c.test_subset)], profile)
                 for c in dict.fromkeys(configs)]
     return [r for r in results_ if r is not None]

@@ -57,6 +57,17 @@ def current_profile() -> str:
     return _setting(PROFILE_ENV, PROFILES)
 
 
+def resolve_profile(profile: str | None) -> str:
+    """``profile``, or the current one where it is None. Raises ValueError for an unknown
+    profile."""
+    if profile is None:
+        return current_profile()
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown value {profile!r} for argument profile. "
+                         f"Valid values are {', '.join(PROFILES)}.")
+    return profile
+
+
 @dataclass
 class Result:
     """What a run produced.
@@ -109,11 +120,23 @@ def prepare_data(config: Config, root: str | os.PathLike | None = None,
     return load_data(root, download).subset(config.train_subset, config.test_subset)
 
 
+def data_for(configs: list[Config], root: str | os.PathLike | None = None,
+             download: bool = True) -> dict[tuple, CIFAR10]:
+    """The data of each (train_subset, test_subset) that ``configs`` use, loaded once each
+    (:func:`prepare_data`)."""
+    data = {}
+    for config in configs:
+        subset = (config.train_subset, config.test_subset)
+        if subset not in data:
+            data[subset] = prepare_data(config, root, download)
+    return data
+
+
 def load_result(config: Config, data: CIFAR10, profile: str | None = None,
                 device: str = "auto") -> Result | None:
     """The cached result of ``config`` on ``data`` in ``profile`` (default: the current
     profile), or None."""
-    profile = profile or current_profile()
+    profile = resolve_profile(profile)
     record_path, tensor_path = result_paths(config, cache_key(config, data, profile, device),
                                             profile)
     if not (record_path.exists() and tensor_path.exists()):
@@ -148,7 +171,7 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
         FileNotFoundError: no cached result, and ``$NORMLAB_TRAIN`` is ``never``.
         ValueError: ``$NORMLAB_TRAIN`` is neither ``auto`` nor ``never``.
     """
-    profile, mode = profile or current_profile(), train_mode()
+    profile, mode = resolve_profile(profile), train_mode()
     data = data if data is not None else prepare_data(config)
     if not retrain and (cached := load_result(config, data, profile, device)) is not None:
         return cached
@@ -169,7 +192,8 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
             "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "processor": processor_name(),
             "threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if pipeline.device.type == "cuda" else None}
+            "gpu": (torch.cuda.get_device_name(pipeline.device)
+                    if pipeline.device.type == "cuda" else None)}
     result = Result(config, history, train_accuracy, history.test_accuracy[-1], seconds,
                     count_parameters(model),
                     {k: v.cpu() for k, v in model.state_dict().items()},

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..train import Config
-from .runs import current_profile
+from .runs import resolve_profile
 
 #: The book's recipe.
 MAIN = Config()
@@ -89,7 +89,10 @@ def book_config(norm: str = "batch", profile: str | None = None, preset: Config 
                 **changes) -> Config:
     """``preset`` for ``norm``, sized by ``profile`` (default: the current profile);
     ``changes`` change any other field."""
-    profile = profile or current_profile()
+    profile = resolve_profile(profile)
+    if profile == "smoke" and preset not in SMOKE_SIZES:
+        raise ValueError(f"The smoke profile has sizes for the presets MAIN and STUDY only; "
+                         f"add {preset} to SMOKE_SIZES, or use one of them.")
     sizes = SMOKE_SIZES[preset] if profile == "smoke" else {}
     return replace(preset, **{"norm": norm, **sizes, **changes})
 

@@ -12,7 +12,8 @@ found, not trained again.
 
 On this book's 2-core CPU, two runs with one thread each train about 15 % more images per
 second together than one run with two threads (``benchmarks/throughput.py --workers``), so
-the default is one worker per core, each with one thread.
+the default is one worker per core, each with one thread. On a GPU the local default is one
+worker (every local worker would share the first GPU); Ray spreads runs over several GPUs.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tqdm.auto import tqdm
 from ..store import atomic_write_bytes
 from ..train import Config
 from .cache import RESULTS_ENV, cache_key, result_paths, results_dir
-from .runs import check_writable, current_profile, prepare_data, processor_name, run
+from .runs import (check_writable, data_for, prepare_data, processor_name, resolve_profile,
+                   run)
 
 
 @dataclass
@@ -54,8 +56,11 @@ class Summary:
 
 
 def default_workers() -> int:
-    """One worker per CPU core (each with one thread), or one per GPU where there are GPUs."""
-    return torch.cuda.device_count() or os.cpu_count() or 1
+    """One worker per CPU core this process may use (each with one thread); one where
+    there is a GPU."""
+    if torch.cuda.is_available():
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 _DATA = {}   # per worker process: the data of each (root, subset), loaded once
@@ -90,17 +95,14 @@ def _write(profile: str, stem: str, record: bytes, tensors: bytes) -> None:
     atomic_write_bytes(record, folder / f"{stem}.json")
 
 
-def _missing(configs: list[Config], profile: str, root, download: bool, device: str,
+def _missing(configs: list[Config], data: dict, profile: str, device: str,
              retrain: bool) -> tuple[list[Config], list[Config]]:
     """``configs`` split into those whose result is in the results folder and those to
-    train."""
-    data, found, todo = {}, [], []
+    train; ``data`` by subset (:func:`normlab.book.runs.data_for`)."""
+    found, todo = [], []
     for config in configs:
-        subset = (config.train_subset, config.test_subset)
-        if subset not in data:
-            data[subset] = prepare_data(config, root, download)
-        record, tensors = result_paths(config, cache_key(config, data[subset], profile, device),
-                                       profile)
+        key = cache_key(config, data[(config.train_subset, config.test_subset)], profile, device)
+        record, tensors = result_paths(config, key, profile)
         (todo if retrain or not (record.exists() and tensors.exists()) else found).append(config)
     return found, todo
 
@@ -126,7 +128,7 @@ def run_many(configs: list[Config], profile: str | None = None, *, workers: int 
     """
     if (workers is not None and workers < 1) or threads < 1:
         raise ValueError(f"workers and threads must be at least 1, got {workers} and {threads}.")
-    profile = profile or current_profile()
+    profile = resolve_profile(profile)
     check_writable(results_dir() / profile)
     start = time.perf_counter()
     workers = workers or default_workers()
@@ -135,19 +137,23 @@ def run_many(configs: list[Config], profile: str | None = None, *, workers: int 
              f"{workers} worker{'s' * (workers > 1)} x {threads} thread{'s' * (threads > 1)} "
              f"on {processor_name()}")
     summary = Summary(list(dict.fromkeys(configs)), where)
-    summary.found, todo = _missing(summary.configs, profile, root, download, device, retrain)
+    data = data_for(summary.configs, root, download)
+    summary.found, todo = _missing(summary.configs, data, profile, device, retrain)
     arguments = [(config, profile, None if root is None else str(root), download, device, threads)
                  for config in todo]
     bar = tqdm(total=len(todo), desc="sweep", disable=not progress or not todo)
     if ray_address is not None:
         outcomes = _on_ray(arguments, ray_address, threads, gpus_per_run)
+    elif workers == 1 or len(todo) == 1:
+        outcomes = _here(todo, data, profile, device)
     else:
         outcomes = _on_processes(arguments, workers)
     for config, outcome in outcomes:
         if isinstance(outcome, BaseException):
             summary.failed.append((config, f"{type(outcome).__name__}: {outcome}".splitlines()[0]))
         else:
-            _write(profile, *outcome)
+            if outcome is not None:   # files from another process: written here
+                _write(profile, *outcome)
             summary.trained.append(config)
         bar.update()
     bar.close()
@@ -157,15 +163,20 @@ def run_many(configs: list[Config], profile: str | None = None, *, workers: int 
     return summary
 
 
+def _here(configs: list[Config], data: dict, profile: str, device: str):
+    """(config, None or the exception) for each run, trained one after another in this
+    process, with its threads, straight into the results folder."""
+    for config in configs:
+        try:
+            run(config, data[(config.train_subset, config.test_subset)], profile=profile,
+                device=device, progress=False, retrain=True)
+            yield config, None
+        except Exception as error:   # reported, and the sweep goes on
+            yield config, error
+
+
 def _on_processes(arguments: list[tuple], workers: int):
-    """(config, files or the exception) for each run, as they finish."""
-    if workers == 1 or len(arguments) <= 1:
-        for args in arguments:
-            try:
-                yield args[0], train_files(*args)
-            except Exception as error:   # reported, and the sweep goes on
-                yield args[0], error
-        return
+    """(config, files or the exception) for each run, as they finish in worker processes."""
     with ProcessPoolExecutor(min(workers, len(arguments)), mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(train_files, *args): args[0] for args in arguments}
         for future in as_completed(futures):
@@ -189,6 +200,8 @@ def _on_ray(arguments: list[tuple], address: str, threads: int, gpus_per_run: fl
         config = pending.pop(ref)
         try:
             yield config, ray.get(ref)
-        except ray.exceptions.RayTaskError as error:
-            yield config, error.as_instanceof_cause()
+        except ray.exceptions.RayTaskError as error:   # the run raised: report its error
+            yield config, error.cause
+        except ray.exceptions.RayError as error:      # the worker died (killed, out of memory)
+            yield config, error
 
