@@ -103,16 +103,16 @@ def content_identity(train_images: torch.Tensor, train_labels: torch.Tensor,
 #: met, and what each is (``../shared/data/README.md`` beside the repository).
 KNOWN_DATA = {
     "cifar10-04c544eb176e291d": "the canonical CIFAR-10 pixels",
-    "cifar10-f89cbf36aae63aa2": "a JPEG re-encoded copy of CIFAR-10 (quality about 75)",
+    "cifar10-f89cbf36aae63aa2": "a JPEG re-encoded copy of CIFAR-10 at quality about 75",
 }
 
 
 def describe(identity: str) -> str:
-    """What the data of ``identity`` (a subset's too) is, with its identity:
-    ``"the canonical CIFAR-10 pixels (cifar10-04c544eb176e291d)"``, or ``"unknown data
-    (cifar10-...)"`` for a copy :data:`KNOWN_DATA` does not list."""
+    """What the data of ``identity`` (or of a subset of it) is, with the whole data's
+    identity: ``"the canonical CIFAR-10 pixels (cifar10-04c544eb176e291d)"``, or
+    ``"unknown data (cifar10-...)"`` for a copy :data:`KNOWN_DATA` does not list."""
     whole = identity.split("[")[0]
-    return f"{KNOWN_DATA.get(whole, 'unknown data')} ({identity})"
+    return f"{KNOWN_DATA.get(whole, 'unknown data')} ({whole})"
 
 
 def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
