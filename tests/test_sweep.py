@@ -33,6 +33,8 @@ def test_workers_train_each_config_once_report_failures_and_resume(folder):
 
     again = run_many(configs, "full", workers=2, root=folder, progress=False)
     assert set(again.found) == {tiny(), tiny(norm="group")} and not again.trained
+    nothing_to_train = run_many(configs[:3], "full", workers=2, root=folder, progress=False)
+    assert len(nothing_to_train.found) == 2 and not nothing_to_train.failed
 
 
 def test_worker_processes_and_this_process_train_the_same_numbers(folder):

@@ -144,7 +144,7 @@ def run_many(configs: list[Config], profile: str | None = None, *, workers: int 
     bar = tqdm(total=len(todo), desc="sweep", disable=not progress or not todo)
     if ray_address is not None:
         outcomes = _on_ray(arguments, ray_address, threads, gpus_per_run)
-    elif workers == 1 or len(todo) == 1:
+    elif workers == 1 or len(todo) <= 1:
         outcomes = _here(todo, data, profile, device)
     else:
         outcomes = _on_processes(arguments, workers)
