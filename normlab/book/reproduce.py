@@ -25,10 +25,11 @@ WALL_TIMES_NAME = "reproduce-times.json"
 
 def results(part: str, profile: str | None = None, *, seeds: tuple[int, ...] = BOOK_SEEDS,
             root=None, download: bool = True, device: str = "auto", retrain: bool = False,
-            progress: bool = False) -> list[Result]:
+            progress: bool = False, data: dict | None = None) -> list[Result]:
     """The results of one part of the book (:func:`normlab.book.studies.book_parts` with
     ``seeds``), in the part's order, repeats included; trained where not found
-    (:func:`run`, on ``device``, with data from ``root``).
+    (:func:`run`, on ``device``, with data from ``root``, or from ``data``, already loaded
+    by subset: :func:`normlab.book.runs.data_for`).
 
     Raises:
         ValueError: an unknown part; the message lists the parts.
@@ -38,7 +39,7 @@ def results(part: str, profile: str | None = None, *, seeds: tuple[int, ...] = B
     if part not in parts:
         raise ValueError(f"Unknown value {part!r} for argument part. "
                          f"Valid values are {', '.join(parts)}.")
-    data = data_for(parts[part], root, download)
+    data = data or data_for(parts[part], root, download)
     return [run(c, data[(c.train_subset, c.test_subset)], profile=profile, device=device,
                 retrain=retrain, progress=progress) for c in parts[part]]
 
@@ -52,9 +53,9 @@ def part_times(profile: str | None = None) -> pd.DataFrame:
     """Per part of the book: the models it trains (each once) and their training time
     (hours), with a row ``all``."""
     profile = resolve_profile(profile)
-    rows, seen = [], set()
+    rows, seen, data = [], set(), _book_data(profile)
     for part in book_parts(profile):
-        new = [r for r in _unique(results(part, profile)) if r.info["key"] not in seen]
+        new = [r for r in _unique(results(part, profile, data=data)) if r.info["key"] not in seen]
         seen.update(r.info["key"] for r in new)
         rows.append({"part": part, "models": len(new),
                      "hours": sum(r.seconds for r in new) / 3600})
@@ -84,9 +85,9 @@ def write_index(profile: str | None = None, *, root=None, download: bool = True)
     results folder (nothing is trained) with its part, norm, seed, preset, the fields that differ
     from that preset, test accuracy (percent) and file name. Returns the table."""
     profile = resolve_profile(profile)
-    rows = []
+    rows, data = [], _book_data(profile, root, download)
     for part, configs in book_parts(profile).items():
-        for r in found(configs, profile, root=root, download=download):
+        for r in found(configs, profile, data=data):
             preset, changes = _changes(r.config)
             rows.append({"part": part, "norm": r.config.norm, "seed": r.config.seed,
                          "preset": preset, "changes": changes,
@@ -136,12 +137,18 @@ def wall_times(profile: str | None = None) -> pd.DataFrame:
     return pd.DataFrame.from_dict(times, orient="index").rename_axis("part")
 
 
+def _book_data(profile: str, root=None, download: bool = True) -> dict:
+    """The data of every subset the book's parts use, loaded once each."""
+    return data_for([c for configs in book_parts(profile).values() for c in configs], root,
+                    download)
+
+
 def found(configs: list[Config], profile: str | None = None, *, root=None,
-          download: bool = True) -> list[Result]:
+          download: bool = True, data: dict | None = None) -> list[Result]:
     """The results of ``configs`` that are in the results folder, each once (nothing is
-    trained)."""
+    trained); ``data`` as in :func:`results`."""
     profile = resolve_profile(profile)
-    data = data_for(configs, root, download)
+    data = data or data_for(configs, root, download)
     results_ = [load_result(c, data[(c.train_subset, c.test_subset)], profile)
                 for c in dict.fromkeys(configs)]
     return [r for r in results_ if r is not None]
