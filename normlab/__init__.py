@@ -14,7 +14,7 @@ which the core never imports.
 """
 
 #: Bumped whenever a change alters trained numbers; part of every result's cache key.
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .data import CIFAR10, augment, channel_stats, describe, load_data
 from .model import MAX_PARAMS, WIDTHS, ConvBlock, Net, Residual, count_parameters

@@ -4,7 +4,12 @@
   order; ``order="conv-norm-relu"`` gives the more common order of He et al. 2016);
 - c3, c7: 1x1 convolutions that reduce the channels before each max-pool ("transition"
   layers); c11: a 1x1 convolution from the last features to the 10 class scores;
-- P: 2x2 max-pool, stride 2; GAP: global average pooling.
+- P: 2x2 max-pool, stride 2; GAP: global average pooling (:class:`GlobalAvgPool2d`).
+
+Without normalization (``norm="none"``) the 3x3 convolutions get biases: a normalization
+subtracts the mean of its input and adds its own shift, which makes a bias before it
+redundant, but without one the bias is the layer's only offset. With
+``weight_standardization`` they standardize their weights (:class:`StandardizedConv2d`).
 
 "Add one layer to another": in the second and third stages the output of the first block
 (C4, C8) is added to the output of the two blocks after it (C6, C10), a residual
@@ -23,6 +28,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .norms import DEFAULT_GROUPS, canonical_norm, make_norm
@@ -38,18 +44,52 @@ WIDTHS = (16, 32, 16, 24, 32, 32)
 ORDERS = ("conv-relu-norm", "conv-norm-relu")
 
 
+class StandardizedConv2d(nn.Conv2d):
+    """:class:`torch.nn.Conv2d` whose weights are standardized before use: each output
+    channel's weights (C_in * kH * kW values) minus their mean, divided by their standard
+    deviation (plus ``eps``). Weight Standardization, Qiao et al. 2019, Eq. 5; meant for
+    layers followed by group or layer norm. Same shapes and parameters as Conv2d."""
+
+    def __init__(self, *args, eps: float = 1e-5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        mean = w.mean(dim=(1, 2, 3), keepdim=True)
+        std = w.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return self._conv_forward(x, (w - mean) / (std + self.eps), self.bias)
+
+
+class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
+    """Global average pooling, (N, C, H, W) -> (N, C, 1, 1): ``nn.AdaptiveAvgPool2d(1)``
+    computed as one H x W average pool, whose backward keeps the channels_last layout
+    (AdaptiveAvgPool2d's hands the last stage's layers NCHW gradients to relayout)."""
+
+    def __init__(self):
+        super().__init__(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, x.shape[-2:])
+
+
 class ConvBlock(nn.Sequential):
-    """3x3 convolution (padding 1, no bias), ReLU and normalization, in ``order``.
+    """3x3 convolution (padding 1), ReLU and normalization, in ``order``. The convolution
+    has a bias only without normalization (``norm="none"``), and standardizes its weights
+    with ``weight_standardization`` (:class:`StandardizedConv2d`).
 
     (N, in_channels, H, W) -> (N, out_channels, H, W).
     """
 
     def __init__(self, in_channels: int, out_channels: int, norm: str = "batch",
-                 groups: int = DEFAULT_GROUPS, order: str = "conv-relu-norm"):
+                 groups: int = DEFAULT_GROUPS, order: str = "conv-relu-norm",
+                 weight_standardization: bool = False):
         if order not in ORDERS:
             raise ValueError(f"Unknown value {order!r} for argument order. "
                              f"Valid values are {', '.join(ORDERS)}.")
-        conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        conv_type = StandardizedConv2d if weight_standardization else nn.Conv2d
+        conv = conv_type(in_channels, out_channels, 3, padding=1,
+                         bias=canonical_norm(norm) == "none")
         layers = [("conv", conv), ("relu", nn.ReLU(inplace=True)),
                   ("norm", make_norm(norm, out_channels, groups))]
         if order == "conv-norm-relu":
@@ -86,6 +126,8 @@ class Net(nn.Sequential):
         widths: channels of (C1, C2, c3, C4-C6, c7, C8-C10).
         residual: add the residual connections of stages 2 and 3.
         order: ``conv-relu-norm`` (assignment) or ``conv-norm-relu``.
+        weight_standardization: standardize the 3x3 convolutions' weights
+            (:class:`StandardizedConv2d`, Qiao et al. 2019).
         num_classes: outputs of c11.
         max_params: trainable-parameter budget; ``None`` lifts it.
 
@@ -98,13 +140,13 @@ class Net(nn.Sequential):
 
     def __init__(self, norm: str = "batch", groups: int = DEFAULT_GROUPS,
                  widths: tuple[int, ...] = WIDTHS, residual: bool = True,
-                 order: str = "conv-relu-norm", num_classes: int = 10,
-                 max_params: int | None = MAX_PARAMS):
+                 order: str = "conv-relu-norm", weight_standardization: bool = False,
+                 num_classes: int = 10, max_params: int | None = MAX_PARAMS):
         norm = canonical_norm(norm)
         w1, w2, w3, w4, w7, w8 = widths
 
         def block(cin, cout):
-            return ConvBlock(cin, cout, norm, groups, order)
+            return ConvBlock(cin, cout, norm, groups, order, weight_standardization)
 
         def stage(first, second, third):
             body = nn.Sequential(OrderedDict([second, third]))
@@ -116,12 +158,13 @@ class Net(nn.Sequential):
             *stage(("C4", block(w3, w4)), ("C5", block(w4, w4)), ("C6", block(w4, w4))),
             ("c7", nn.Conv2d(w4, w7, 1, bias=False)), ("P2", nn.MaxPool2d(2)),
             *stage(("C8", block(w7, w8)), ("C9", block(w8, w8)), ("C10", block(w8, w8))),
-            ("GAP", nn.AdaptiveAvgPool2d(1)),
+            ("GAP", GlobalAvgPool2d()),
             ("c11", nn.Conv2d(w8, num_classes, 1)),
             ("flatten", nn.Flatten()),
         ]
         super().__init__(OrderedDict(layers))
         self.norm, self.groups, self.widths = norm, groups, tuple(widths)
+        self.weight_standardization = weight_standardization
         n = count_parameters(self)
         if max_params is not None and n >= max_params:
             raise ValueError(

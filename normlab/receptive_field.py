@@ -121,12 +121,19 @@ def _pointwise(node: fx.Node) -> bool:
     return node.target in POINTWISE_FUNCTIONS
 
 
+#: Layers whose geometry :func:`_geometry` reads off their attributes.
+SPATIAL_MODULES = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d,
+                   nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
 class _Tracer(fx.Tracer):
-    """torch.fx's tracer, taking the pointwise layers whole (a subclass of one, such as
-    :class:`normlab.norms.GroupNorm`, may branch on its input's layout inside)."""
+    """torch.fx's tracer, taking the pointwise and spatial layers whole: a subclass of one
+    (:class:`normlab.norms.GroupNorm`, :class:`normlab.model.StandardizedConv2d`,
+    :class:`normlab.model.GlobalAvgPool2d`) keeps its geometry, however it computes."""
 
     def is_leaf_module(self, module: nn.Module, name: str) -> bool:
-        return isinstance(module, POINTWISE_MODULES) or super().is_leaf_module(module, name)
+        return (isinstance(module, POINTWISE_MODULES + SPATIAL_MODULES)
+                or super().is_leaf_module(module, name))
 
 
 def _flattens(node: fx.Node, modules: dict[str, nn.Module]) -> bool:

@@ -48,6 +48,7 @@ class Config:
     widths: tuple[int, ...] = WIDTHS    # channels (C1, C2, c3, C4-C6, c7, C8-C10)
     residual: bool = True               # residual additions in stages 2 and 3
     order: str = "conv-relu-norm"       # or "conv-norm-relu"
+    weight_standardization: bool = False  # standardized 3x3 conv weights (Qiao et al. 2019)
     epochs: int = 20                    # passes over the training split
     batch_size: int = 128               # images per optimizer step
     lr: float = 0.1                     # peak learning rate of OneCycle
@@ -78,7 +79,8 @@ class Config:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return Net(self.norm, groups=self.groups, widths=self.widths,
-                       residual=self.residual, order=self.order)
+                       residual=self.residual, order=self.order,
+                       weight_standardization=self.weight_standardization)
 
 
 def _check_recipe(config: Config) -> None:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from normlab import MAX_PARAMS, NORM_NAMES, Net, Residual, count_parameters
@@ -54,3 +55,32 @@ def test_bad_groups_and_order_raise():
         Net("group", groups=5)
     with pytest.raises(ValueError, match="Valid values are conv-relu-norm, conv-norm-relu"):
         Net("batch", order="norm-first")
+
+
+def test_global_average_pooling_matches_adaptive_pooling_and_keeps_channels_last():
+    from normlab.model import GlobalAvgPool2d
+    x = torch.randn(4, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = GlobalAvgPool2d()(x)
+    torch.testing.assert_close(y, nn.AdaptiveAvgPool2d(1)(x))
+    (y * torch.randn_like(y)).sum().backward()
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    assert not x.grad.is_contiguous()
+
+
+def test_standardized_convolution_uses_zero_mean_unit_variance_weights():
+    from normlab.model import StandardizedConv2d
+    conv = StandardizedConv2d(3, 5, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.mul_(7).add_(2)
+    x = torch.randn(2, 3, 8, 8)
+    w = conv.weight
+    w_hat = (w - w.mean((1, 2, 3), keepdim=True)) / w.std((1, 2, 3), keepdim=True, unbiased=False)
+    torch.testing.assert_close(conv(x), F.conv2d(x, w_hat, padding=1), atol=1e-4, rtol=1e-4)
+    assert Net("group", weight_standardization=True).C1.conv.__class__ is StandardizedConv2d
+    assert Net("group").C1.conv.__class__ is nn.Conv2d
+
+
+def test_only_the_network_without_normalization_has_convolution_biases():
+    assert Net("none").C4.conv.bias is not None
+    for norm in ("batch", "layer", "group", "instance"):
+        assert Net(norm).C4.conv.bias is None

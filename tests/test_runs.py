@@ -15,7 +15,7 @@ from torch import nn
 
 from normlab import Config, Pipeline, evaluate, fit, predict
 from normlab.book import flip_accuracy, machine_name, misclassified, report, run
-from normlab.book.cache import NORM_REVISIONS, cache_key, result_paths
+from normlab.book.cache import cache_key, result_paths
 from normlab.book.report import flip_summary
 from normlab.book.runs import processor_name
 from normlab.store import atomic_save, atomic_write_json
@@ -57,13 +57,6 @@ def test_same_seed_same_result_changed_config_new_key(tiny_data):
                            {"crop_padding_mode": "constant"}, {"crop_padding_mode": "replicate"})}
     assert len(keys) == 6
     assert cache_key(tiny_config(), tiny_data, "smoke") != key(tiny_config(), tiny_data)
-
-
-def test_a_norm_revision_changes_the_keys_of_that_norm_only(tiny_data, monkeypatch):
-    before = {norm: key(tiny_config(norm=norm), tiny_data) for norm in ("batch", "group")}
-    monkeypatch.setitem(NORM_REVISIONS, "group", 99)
-    assert key(tiny_config(norm="group"), tiny_data) != before["group"]
-    assert key(tiny_config(norm="batch"), tiny_data) == before["batch"]
 
 
 def test_interrupted_run_leaves_no_result(tiny_data, monkeypatch, tmp_path):

@@ -1,6 +1,6 @@
 """The studies' configs, and the probes that look inside trained models."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pandas as pd
 import pytest
@@ -13,9 +13,10 @@ from normlab.book.plots import plot_batch_size_sweep
 from normlab.book.probes import (activation_statistics, batch_statistics_accuracy, norm_layers,
                                  with_batch_statistics)
 from normlab.book.report import accuracy_by, small_batch_rise, wu_he_holds
-from normlab.book.studies import (BOOK_NORMS, MAIN_BATCH_SIZES, RECIPE_CHANGES, SWEEP_BATCH_SIZES,
-                                  SWEEP_NORMS, ZERO_PADDING, ablations, batch_size_sweep,
-                                  book_parts, study_config)
+from normlab.book.studies import (BOOK_NORMS, BOOK_SEEDS, BUDGET_EPOCHS, LR_GRID, MAIN, RECIPE_CHANGES,
+                                  SMALL_BATCH_SIZE, STUDY, SWEEP_BATCH_SIZES, SWEEP_NORMS,
+                                  WHY_NORMS, ablations, batch_size_sweep, book_parts, budgets,
+                                  lr_tolerance, small_batch_repairs, study_config)
 from normlab.data import channel_stats
 from normlab.model import MAX_PARAMS, Net, count_parameters
 from normlab.norms import batch_norm
@@ -38,25 +39,45 @@ def test_sweep_changes_only_norm_batch_size_and_scaled_lr():
     assert all(c.epochs <= 20 for c in configs)
 
 
-def test_batch_size_evidence_changes_only_batch_size_and_scaled_lr_of_zero_padded_models():
-    parts = book_parts("full")
-    main, others = parts["main"], parts["batchsize"]
-    assert len(others) == len(MAIN_BATCH_SIZES) * len(main)
-    assert Config.batch_size not in MAIN_BATCH_SIZES
-    for config in others:
-        zero_padded = book_config(config.norm, "full", seed=config.seed, **ZERO_PADDING)
-        assert zero_padded in parts["augmentation"]
-        assert differences(zero_padded, config) == {"batch_size", "lr"}
-        assert config.lr / config.batch_size == Config.lr / Config.batch_size
+def test_the_study_setting_is_the_recipe_on_fewer_images_and_epochs():
+    assert differences(MAIN, STUDY) == {"train_subset", "epochs"}
+    assert STUDY.train_subset < 50_000 and STUDY.epochs < MAIN.epochs
 
 
-def test_augmentation_evidence_changes_only_the_crops_and_flips_of_the_main_models():
+def test_lr_tolerance_changes_only_the_peak_learning_rate():
+    configs = lr_tolerance("full")
+    assert [(c.norm, c.lr) for c in configs] == [(n, lr) for n in WHY_NORMS for lr in LR_GRID]
+    assert max(LR_GRID) / min(LR_GRID) >= 100                    # two decades at least
+    assert MAIN.lr in LR_GRID
+    assert all(differences(study_config(c.norm, profile="full"), c) <= {"lr"} for c in configs)
+
+
+def test_budgets_change_only_the_epochs():
+    configs = budgets("full")
+    assert [(c.norm, c.epochs) for c in configs] == [(n, e) for n in BOOK_NORMS
+                                                     for e in BUDGET_EPOCHS]
+    assert all(differences(study_config(c.norm, profile="full"), c) <= {"epochs"}
+               for c in configs)
+
+
+def test_small_batch_repairs_pair_each_model_with_its_reference_batch_size():
+    repairs = small_batch_repairs("full")
+    for configs in repairs.values():
+        small = [c for c in configs if c.batch_size == SMALL_BATCH_SIZE]
+        assert len(small) * 2 == len(configs)
+        for config in small:
+            reference = replace(config, batch_size=128, lr=MAIN.lr)
+            assert reference in configs
+    ws = repairs["group norm + WS"]
+    assert all(c.weight_standardization and c.norm == "group" for c in ws)
+    assert [replace(c, weight_standardization=False) for c in ws] == repairs["group norm"]
+
+
+def test_every_part_is_listed_once_and_main_trains_first():
     parts = book_parts("full")
-    assert Config.crop_padding_mode != ZERO_PADDING["crop_padding_mode"]
-    changed = [differences(book_config(c.norm, "full", seed=c.seed), c)
-               for c in parts["augmentation"]]
-    assert changed.count({"crop_padding_mode"}) == len(parts["main"])   # every seed
-    assert all(c <= {"crop_padding_mode", "crop_padding", "flip"} for c in changed)
+    assert list(parts)[0] == "main"
+    assert set(parts) == {"main", "precision", "ablations", "sweep", "lr", "budget",
+                          "smallbatch"}
 
 
 @pytest.mark.parametrize("name, changed", [("residual", {"residual"}), ("order", {"order"}),
@@ -175,11 +196,11 @@ def test_results_of_a_part_and_the_index_of_what_is_found(tmp_path):
         results("mains", "smoke", root=image_folder)
     main = results("main", "smoke", root=image_folder)
     assert [(r.config.norm, r.config.seed) for r in main] == [
-        (n, s) for s in (0, 1, 2) for n in BOOK_NORMS]
+        (n, s) for s in BOOK_SEEDS for n in BOOK_NORMS]
     index = write_index("smoke", root=image_folder)
     assert (results_dir() / "smoke" / "index.csv").read_text().startswith("part,norm,seed,")
     rows = index[index["part"] == "main"]
-    assert len(rows) == 9 and (rows["preset"] == "main").all()
+    assert len(rows) == len(BOOK_SEEDS) * len(BOOK_NORMS) and (rows["preset"] == "main").all()
     assert set(rows["changes"].fillna("")) == {"epochs=1 train_subset=2000 test_subset=1000"}
     assert all((results_dir() / "smoke" / f).exists() for f in rows["file"])
     assert set(index["part"]) <= {"main", "precision"}        # nothing else was trained

@@ -5,7 +5,7 @@ seconds, where it ran) and ``<norm>-<key>.pt`` (weights and test predictions) un
 ``results_dir()/<profile>/``. The key is a hash of what determines the numbers: the recipe
 (:class:`normlab.Config`, whose precision is named: ``bf16``, ``fp16`` or ``fp32``), the profile, the
 data's content (:attr:`normlab.CIFAR10.identity`) and the code's revision (the package
-version, bumped whenever a change alters the numbers, and :data:`NORM_REVISIONS`). Where a
+version, bumped whenever a change alters the numbers). Where a
 run happened (CPU, GPU, threads, library versions) is recorded in its ``info``, not keyed:
 a result trained on one machine is found on any other. Only ``precision="auto"``, which
 each machine resolves its own way, is keyed by what it resolves to here.
@@ -27,11 +27,6 @@ from ..store import cache_dir
 from ..train import PRECISIONS, Config, choose_device, choose_precision
 
 RESULTS_ENV = "NORMLAB_RESULTS"
-
-#: Revision of a layer's numerics, per scheme: a change to a layer that alters trained
-#: numbers bumps its revision, so that exactly the runs that use it are trained again;
-#: schemes not listed are at revision 1 and add nothing to the key.
-NORM_REVISIONS: dict[str, int] = {}
 
 
 def results_dir() -> Path:
@@ -70,9 +65,7 @@ def cache_key(config: Config, data: CIFAR10, profile: str,
     if config.precision == "auto":
         dtype = choose_precision("auto", choose_device(str(device)))
         determining["precision"] = next(k for k, v in PRECISIONS.items() if v == dtype)
-    revision = NORM_REVISIONS.get(config.norm)
-    determining.update(profile=profile, data=data.identity, normlab=__version__,
-                       **({"norm_revision": revision} if revision else {}))
+    determining.update(profile=profile, data=data.identity, normlab=__version__)
     return hashlib.sha256(json.dumps(determining, sort_keys=True).encode()).hexdigest()[:16]
 
 

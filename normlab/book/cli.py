@@ -28,7 +28,7 @@ from ..train import PRECISIONS, Config, choose_device
 from .report import accuracy_table
 from .reproduce import found, reproduce
 from .runs import PROFILES, prepare_data, run
-from .studies import BOOK_NORMS, BOOK_SEEDS, MAIN_BATCH_SIZES, book_config, book_parts
+from .studies import BOOK_NORMS, BOOK_SEEDS, book_config, book_parts
 
 REPRODUCE_PARTS = tuple(book_parts("smoke"))
 #: The recipe's fields the command line sets (the norm has its own flag).
@@ -88,12 +88,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     repro.add_argument("--parts", nargs="+", choices=REPRODUCE_PARTS,
                            default=list(REPRODUCE_PARTS),
                            help="main: the book's models, once per seed; precision: batch "
-                                "norm in fp32 and bf16; augmentation: the book's models "
-                                "with zero-padded crops, with 4-pixel ones and without "
-                                "augmentation; batchsize: the book's models (zero-padded "
-                                "crops) at batch size "
-                                f"{', '.join(map(str, MAIN_BATCH_SIZES))}; sweep: the "
-                                "batch-size sweep; ablations: the ablation studies")
+                                "norm in fp32 and bf16; ablations: the ablation studies; "
+                                "sweep: the batch-size sweep; lr: the learning-rate study; "
+                                "budget: the training-budget study; smallbatch: the "
+                                "small-batch repairs")
     for name, text in (("rf", "print the receptive-field table"),
                        ("summary", "print the torchinfo summary")):
         sub = commands.add_parser(name, help=text)
