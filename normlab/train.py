@@ -214,11 +214,15 @@ class History:
 
     Losses are mean cross-entropy per image (nats); accuracies are fractions in [0, 1];
     ``train_*`` are running values over the epoch's augmented batches, ``test_*`` are
-    measured after the epoch; ``lr`` is the learning rate at the epoch's last step;
-    ``seconds`` is the wall time of the epoch, training and test evaluation.
+    measured after the epoch; ``train_loss`` is the objective (with the recipe's label
+    smoothing, whose floor is the entropy of the smoothed targets), ``train_cross_entropy``
+    the plain cross-entropy of the same batches, comparable with ``test_loss``; ``lr`` is
+    the learning rate at the epoch's last step; ``seconds`` is the wall time of the epoch,
+    training and test evaluation.
     """
 
     train_loss: list[float] = field(default_factory=list)
+    train_cross_entropy: list[float] = field(default_factory=list)
     train_accuracy: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
     test_accuracy: list[float] = field(default_factory=list)
@@ -384,6 +388,7 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
         start = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
+        cross_entropy_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         bar = tqdm(batches(train_images, train_labels, config.batch_size, shuffle=True,
                            generator=generator),
@@ -405,10 +410,13 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
             scaler.update()
             schedule.step()
             loss_sum += loss.detach() * len(labels)
+            cross_entropy_sum += F.cross_entropy(logits.detach().float(), labels, reduction="sum")
             correct += (logits.argmax(dim=1) == labels).sum()
         n = len(train_labels)
         test_loss, test_accuracy = evaluate(model, data.test_images, data.test_labels, pipeline)
-        history.append(train_loss=loss_sum.item() / n, train_accuracy=correct.item() / n,
+        history.append(train_loss=loss_sum.item() / n,
+                       train_cross_entropy=cross_entropy_sum.item() / n,
+                       train_accuracy=correct.item() / n,
                        test_loss=test_loss, test_accuracy=test_accuracy,
                        lr=schedule.get_last_lr()[0], seconds=time.perf_counter() - start)
         if progress:

@@ -35,6 +35,11 @@ def test_run_learns_and_caches(tiny_data, monkeypatch):
     h = result.history
     assert len(h.test_accuracy) == 3 and h.train_loss[-1] < h.train_loss[0]
     assert result.test_accuracy > 0.3  # chance is 0.1
+    # the objective carries label smoothing; the plain cross-entropy of the same batches,
+    # with no smoothing to pay for, lies below it once the model is confident
+    assert h.train_cross_entropy[-1] < h.train_loss[-1]
+    plain = run(tiny_config(epochs=1, label_smoothing=0.0), tiny_data, progress=False).history
+    assert plain.train_cross_entropy == pytest.approx(plain.train_loss, rel=1e-5)
     record_path, tensor_path = result_paths(result.config, key(result.config, tiny_data), "full")
     record = json.loads(record_path.read_text())
     for field in ("norm", "seed", "epochs", "train_accuracy", "test_accuracy", "seconds", "history"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from normlab import Config, Pipeline, make_optimizer, predict
-from normlab.book import book_config, results, run, write_index
+from normlab.book import results, run, write_index
 from normlab.book.cache import results_dir
 from normlab.book.plots import plot_batch_size_sweep
 from normlab.book.probes import (activation_statistics, batch_statistics_accuracy, norm_layers,
