@@ -208,6 +208,16 @@ def keep_freed_memory() -> bool:
                 and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
 
 
+class Diverged(FloatingPointError):
+    """The training loss became NaN or infinite: the run diverged. ``epoch`` and ``step``
+    (counted from 1) and the learning rate ``lr`` say where; ``history`` holds the epochs
+    completed before it."""
+
+    def __init__(self, message: str, epoch: int, step: int, lr: float, history: History):
+        super().__init__(message)
+        self.epoch, self.step, self.lr, self.history = epoch, step, lr, history
+
+
 @dataclass
 class History:
     """Per-epoch metrics of a training run; every list has one entry per epoch.
@@ -370,8 +380,8 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
     ``model``).
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite; the message names the epoch,
-            the step and that step's learning rate.
+        Diverged: a FloatingPointError: the loss became NaN or infinite; the message
+            names the epoch, the step and that step's learning rate.
     """
     keep_freed_memory()
     pipeline = pipeline or Pipeline.for_config(config, data)
@@ -400,10 +410,10 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
                 logits = model(x)
                 loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"Loss became {loss.item()} at epoch {epoch}, step {step} "
-                    f"(learning rate {schedule.get_last_lr()[0]:.4g}): lower Config.lr, "
-                    f"or check the input data.")
+                lr = schedule.get_last_lr()[0]
+                raise Diverged(f"Loss became {loss.item()} at epoch {epoch}, step {step} "
+                               f"(learning rate {lr:.4g}): lower Config.lr, or check the "
+                               f"input data.", epoch, step, lr, history)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

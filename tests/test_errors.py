@@ -136,8 +136,9 @@ def test_reproduce_takes_seeds_not_a_seed(image_folder, capsys):
 
 
 def test_divergence_is_a_one_line_error_naming_epoch_step_and_learning_rate(image_folder):
-    with pytest.raises(SystemExit, match=r"^error: Loss became (nan|inf) at epoch 1, step \d+ "
-                                         r"\(learning rate [\d.e+-]+\)"):
+    with pytest.raises(SystemExit, match=r"^error: the run diverged: its loss became NaN or "
+                                         r"infinite at epoch 1, step \d+ \(learning rate "
+                                         r"[\d.e+-]+\); lower --lr"):
         main(["train", "--norm", "none", "--lr", "1e6", "--epochs", "1", "--batch-size", "16",
               "--data", str(image_folder)])
 

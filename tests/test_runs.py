@@ -13,7 +13,7 @@ import torch
 import normlab
 from torch import nn
 
-from normlab import Config, Pipeline, evaluate, fit, predict
+from normlab import Config, Diverged, Pipeline, evaluate, fit, predict
 from normlab.book import flip_accuracy, machine_name, misclassified, report, run
 from normlab.book.cache import cache_key, result_paths
 from normlab.book.report import flip_summary
@@ -86,9 +86,17 @@ def test_written_files_get_the_modes_of_plain_files(tmp_path, umask):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
 
 
-def test_non_finite_loss_names_epoch_and_step(tiny_data):
-    with pytest.raises(FloatingPointError, match=r"at epoch 1, step \d+"):
-        run(tiny_config(lr=1e6, norm="none", label_smoothing=0.0), tiny_data, progress=False)
+def test_a_diverged_run_is_a_result_that_says_where_it_diverged(tiny_data, monkeypatch):
+    config = tiny_config(lr=1e6, norm="none", label_smoothing=0.0)
+    with pytest.raises(Diverged, match=r"at epoch 1, step \d+") as error:
+        fit(config.build_model(), tiny_data, config, progress=False)
+    assert isinstance(error.value, FloatingPointError) and error.value.epoch == 1
+    result = run(config, tiny_data, progress=False)
+    assert result.diverged and result.info["diverged"]["epoch"] == 1
+    assert result.info["diverged"]["lr"] > 0 and result.history.test_accuracy == []
+    assert 0 <= result.test_accuracy <= 1
+    monkeypatch.setattr(normlab.book.runs, "fit", None)          # found, not trained again
+    assert run(config, tiny_data, progress=False).diverged
 
 
 def test_misclassified_are_the_most_confident_mistakes(tiny_data):

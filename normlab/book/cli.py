@@ -127,8 +127,8 @@ def _run(args: argparse.Namespace, config: Config):
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line. A recipe or device that cannot be is a usage error (exit status
-    2); other bad input, a missing file or a diverging run ends it with ``error: <what to
-    do>`` (exit status 1)."""
+    2); other bad input, a missing file or a ``train`` that diverged ends it with
+    ``error: <what to do>`` (exit status 1)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.command == "reproduce" and args.seed is not None:
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(error))
     try:
         _dispatch(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+    except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from error
 
 
@@ -162,6 +162,12 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "train":
         result = _run(args, config_from_args(args, args.norm))
         print(pd.DataFrame(result.history.rows()).round(4).to_string(index=False))
+        if result.diverged:
+            where = result.info["diverged"]
+            raise SystemExit(f"error: the run diverged: its loss became NaN or infinite at "
+                             f"epoch {where['epoch']}, step {where['step']} (learning rate "
+                             f"{where['lr']:.4g}); lower --lr. The result is saved as "
+                             f"diverged.")
         print(f"\nfinal: train accuracy {result.train_accuracy:.2%}, "
               f"test accuracy {result.test_accuracy:.2%}, {result.seconds:.0f} s")
     elif args.command == "compare":

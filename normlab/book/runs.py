@@ -26,7 +26,7 @@ import torch
 from ..data import CIFAR10, load_data
 from ..model import Net, count_parameters
 from ..store import atomic_save, atomic_write_json
-from ..train import Config, History, Pipeline, evaluate, fit, predict
+from ..train import Config, Diverged, History, Pipeline, evaluate, fit, predict
 from .. import __version__
 from .cache import cache_key, environment, result_paths, trained_on
 
@@ -82,7 +82,10 @@ class Result:
         state_dict: trained weights (on the CPU).
         test_probs: float (N_test, 10) class probabilities on the test split.
         test_labels: int64 (N_test,) true labels.
-        info: key, profile, data identity, device, precision, hardware and versions.
+        info: key, profile, data identity, device, precision, hardware and versions, and
+            ``diverged``: None, or where the loss became NaN or infinite (``epoch``,
+            ``step``, ``lr``); a diverged run keeps the epochs it completed, and its
+            accuracies are those of its final (broken) weights.
     """
 
     config: Config
@@ -95,6 +98,11 @@ class Result:
     test_probs: torch.Tensor
     test_labels: torch.Tensor
     info: dict
+
+    @property
+    def diverged(self) -> bool:
+        """Whether the run stopped because its loss became NaN or infinite."""
+        return self.info.get("diverged") is not None
 
     def model(self) -> Net:
         """The trained network, in evaluation mode, on the CPU."""
@@ -183,18 +191,24 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
     pipeline = Pipeline.for_config(config, data, device)
     model = config.build_model()
     start = time.perf_counter()
-    history = fit(model, data, config, pipeline, progress=progress)
+    try:
+        history, diverged = fit(model, data, config, pipeline, progress=progress), None
+    except Diverged as error:   # a result too: where a recipe stops training
+        history = error.history
+        diverged = {"epoch": error.epoch, "step": error.step, "lr": error.lr}
     seconds = time.perf_counter() - start
     _, train_accuracy = evaluate(model, data.train_images, data.train_labels, pipeline)
     probs = predict(model, data.test_images, pipeline)
+    test_accuracy = (probs.argmax(dim=1) == data.test_labels).float().mean().item()
     info = {"key": key, **environment(config, pipeline.device), "data": data.identity,
+            "diverged": diverged,
             "normlab": __version__,
             "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "processor": processor_name(),
             "threads": torch.get_num_threads(),
             "gpu": (torch.cuda.get_device_name(pipeline.device)
                     if pipeline.device.type == "cuda" else None)}
-    result = Result(config, history, train_accuracy, history.test_accuracy[-1], seconds,
+    result = Result(config, history, train_accuracy, test_accuracy, seconds,
                     count_parameters(model),
                     {k: v.cpu() for k, v in model.state_dict().items()},
                     probs, data.test_labels.clone(), info)

@@ -18,6 +18,7 @@ worker (every local worker would share the first GPU); Ray spreads runs over sev
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -38,19 +39,22 @@ from .runs import (check_writable, data_for, prepare_data, processor_name, resol
 @dataclass
 class Summary:
     """What a sweep did: its ``configs`` (each once, in order), ``where`` it trained them,
-    those whose result was ``found`` in the results folder, ``trained``, or ``failed``
-    (with the error, one line), and its wall time (seconds)."""
+    those whose result was ``found`` in the results folder, ``trained`` (of which
+    ``diverged``: their loss became NaN or infinite, a result too), or ``failed`` (with the
+    error, one line), and its wall time (seconds)."""
 
     configs: list[Config] = field(default_factory=list)
     where: str = ""
     found: list[Config] = field(default_factory=list)
     trained: list[Config] = field(default_factory=list)
+    diverged: list[Config] = field(default_factory=list)
     failed: list[tuple[Config, str]] = field(default_factory=list)
     seconds: float = 0.0
 
     def __str__(self) -> str:
-        lines = [f"{len(self.trained)} trained, {len(self.found)} found, {len(self.failed)} "
-                 f"failed in {self.seconds / 60:.1f} minutes"]
+        diverged = f" ({len(self.diverged)} of them diverged)" if self.diverged else ""
+        lines = [f"{len(self.trained)} trained{diverged}, {len(self.found)} found, "
+                 f"{len(self.failed)} failed in {self.seconds / 60:.1f} minutes"]
         lines += [f"  failed: {config}: {error}" for config, error in self.failed]
         return "\n".join(lines)
 
@@ -107,6 +111,13 @@ def _missing(configs: list[Config], data: dict, profile: str, device: str,
     return found, todo
 
 
+def _diverged(config: Config, data: dict, profile: str, device: str) -> bool:
+    """Whether the result of ``config`` in the results folder records a divergence."""
+    key = cache_key(config, data[(config.train_subset, config.test_subset)], profile, device)
+    record = json.loads(result_paths(config, key, profile)[0].read_text())
+    return record["info"].get("diverged") is not None
+
+
 def run_many(configs: list[Config], profile: str | None = None, *, workers: int | None = None,
              threads: int = 1, ray_address: str | None = None, gpus_per_run: float = 0.0,
              root: str | os.PathLike | None = None, download: bool = True, device: str = "auto",
@@ -155,9 +166,12 @@ def run_many(configs: list[Config], profile: str | None = None, *, workers: int 
             if outcome is not None:   # files from another process: written here
                 _write(profile, *outcome)
             summary.trained.append(config)
+            if _diverged(config, data, profile, device):
+                summary.diverged.append(config)
         bar.update()
     bar.close()
     summary.trained.sort(key=todo.index)       # in the sweep's order, not the finishing order
+    summary.diverged.sort(key=todo.index)
     summary.failed.sort(key=lambda item: todo.index(item[0]))
     summary.seconds = time.perf_counter() - start
     return summary
