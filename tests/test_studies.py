@@ -11,7 +11,7 @@ from normlab.book import results, run, write_index
 from normlab.book.cache import results_dir
 from normlab.book.plots import plot_batch_size_sweep
 from normlab.book.probes import (activation_statistics, batch_statistics_accuracy, norm_layers,
-                                 with_batch_statistics)
+                                 reestimate_batch_statistics, with_batch_statistics)
 from normlab.book.report import accuracy_by, small_batch_rise, wu_he_holds
 from normlab.book.studies import (BOOK_NORMS, BOOK_SEEDS, BUDGET_EPOCHS, LR_GRID, MAIN, RECIPE_CHANGES,
                                   SMALL_BATCH_SIZE, STUDY, SWEEP_BATCH_SIZES, SWEEP_NORMS,
@@ -204,3 +204,21 @@ def test_results_of_a_part_and_the_index_of_what_is_found(tmp_path):
     assert set(rows["changes"].fillna("")) == {"epochs=1 train_subset=2000 test_subset=1000"}
     assert all((results_dir() / "smoke" / f).exists() for f in rows["file"])
     assert set(index["part"]) <= {"main", "precision"}        # nothing else was trained
+
+
+def test_reestimated_batch_statistics_are_those_of_the_given_images(tiny_data):
+    config = Config(epochs=1, batch_size=25, lr=0.05, widths=(8,) * 6)
+    result = run(config, tiny_data, progress=False)
+    model = result.model()
+    before = model.C1.norm.running_mean.clone()
+    pipeline = Pipeline.for_config(config, tiny_data)
+    images = tiny_data.train_images[:100]
+    adapted = reestimate_batch_statistics(model, images, pipeline, batch_size=50)
+    with torch.no_grad(), pipeline.autocast():
+        c1 = model.C1
+        received = c1.relu(c1.conv(pipeline.inputs(images))).float()   # C1's norm input
+    torch.testing.assert_close(adapted.C1.norm.running_mean, received.mean(dim=(0, 2, 3)),
+                               atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(model.C1.norm.running_mean, before)      # original unchanged
+    assert not adapted.training and adapted.C1.norm.momentum == model.C1.norm.momentum
+    assert not torch.allclose(adapted.C1.norm.running_mean, before)

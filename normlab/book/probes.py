@@ -6,6 +6,9 @@
 - :func:`with_batch_statistics` and :func:`batch_statistics_accuracy`: batch norm in
   evaluation with the statistics of the test batch instead of the running ones, at any
   batch size (the train/test discrepancy that Ioffe 2017 and Wu & He 2018 discuss).
+- :func:`reestimate_batch_statistics`: batch norm's running statistics computed again
+  from images, after training: "precise BN" on training images (Wu & Johnson 2021), or
+  adaptation to shifted test images (Schneider et al. 2020; Nado et al. 2020).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from torch import nn
 
 from ..model import ConvBlock
+from ..data import batches
 from ..train import Pipeline, predict
 
 #: The dimensions each statistic is taken over, for (N, C, H, W) activations.
@@ -115,3 +119,35 @@ def batch_statistics_accuracy(model: nn.Module, images: torch.Tensor, labels: to
     accuracy = {b: 100 * (predict(batch_model, images, pipeline, b).argmax(dim=1) == labels)
                 .float().mean().item() for b in batch_sizes}
     return pd.Series(accuracy, name="batch statistics").rename_axis("batch size")
+
+
+@torch.no_grad()
+def reestimate_batch_statistics(model: nn.Module, images: torch.Tensor, pipeline: Pipeline,
+                                batch_size: int = 500) -> nn.Module:
+    """A copy of ``model`` whose batch-norm layers hold the mean and variance of the
+    activations they receive over ``images`` (uint8 (N, 3, H, W), no augmentation),
+    instead of the running averages of training; the original is left unchanged.
+
+    Each layer's statistics are the equally weighted average over the batches of
+    ``batch_size`` images (PyTorch's ``momentum=None``) of the per-batch mean and unbiased
+    variance, in one pass in training mode (each layer normalizing with its batch's
+    statistics, as in training): the statistics of the final weights ("precise BN", Wu &
+    Johnson 2021, Sec. 3), not a moving average over weights that changed during training. On shifted test images this
+    is test-time adaptation (Schneider et al. 2020). Returns the copy in evaluation mode.
+    Models without batch norm are returned as copies, unchanged.
+    """
+    model = pipeline.place(copy.deepcopy(model))
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None                  # cumulative average over the batches
+    model.eval()
+    for layer in layers:
+        layer.train()
+    for batch, _ in batches(images, images, batch_size):
+        with pipeline.autocast():
+            model(pipeline.inputs(batch))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    return model.eval()
