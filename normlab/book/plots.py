@@ -15,7 +15,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from ..data import CIFAR10, augment
-from ..norms import NORM_LABELS
+from ..norms import NORM_LABELS, NORM_NAMES
 from ..train import Config
 from .runs import Mistake, Result
 
@@ -178,17 +178,19 @@ def plot_confusion(results: Sequence[Result], classes: Sequence[str]):
     return fig
 
 
-def plot_batch_size_sweep(results: Sequence[Result]):
+def plot_batch_size_sweep(results: Sequence[Result], noise: float | None = None):
     """Test error (percent) against the training batch size (log scale), one line per
-    norm: the layout of Wu & He 2018, Figure 1."""
+    norm in the book's order (:data:`normlab.NORM_NAMES`): the layout of Wu & He 2018,
+    Figure 1. With ``noise`` (points), each point gets an error bar of +- ``noise``."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
     by_norm: dict[str, list[Result]] = {}
-    for result in results:
+    for result in sorted(results, key=lambda r: NORM_NAMES.index(r.config.norm)):
         by_norm.setdefault(result.config.norm, []).append(result)
     for norm, runs in by_norm.items():
         runs = sorted(runs, key=lambda r: r.config.batch_size)
-        ax.plot([r.config.batch_size for r in runs], [100 * (1 - r.test_accuracy) for r in runs],
-                marker="o", color=NORM_COLORS[norm], label=NORM_LABELS[norm])
+        ax.errorbar([r.config.batch_size for r in runs],
+                    [100 * (1 - r.test_accuracy) for r in runs], yerr=noise, capsize=3,
+                    marker="o", color=NORM_COLORS[norm], label=NORM_LABELS[norm])
     sizes = sorted({r.config.batch_size for r in results})
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(s) for s in sizes])
