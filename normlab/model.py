@@ -3,7 +3,8 @@
 - C: a 3x3 convolution block, convolution -> ReLU -> normalization (the assignment's
   order; ``order="conv-norm-relu"`` gives the more common order of He et al. 2016);
 - c3, c7: 1x1 convolutions that set the channels before each max-pool ("transition"
-  layers: with :data:`WIDTHS` c3 reduces 32 to 16, c7 widens 24 to 32); c11: a 1x1 convolution from the last features to the 10 class scores;
+  layers: with :data:`WIDTHS` c3 reduces 32 to 16, c7 widens 24 to 32); c11: a 1x1
+  convolution from the last features to the 10 class scores;
 - P: 2x2 max-pool, stride 2; GAP: global average pooling.
 
 "Add one layer to another": in the second and third stages the output of the first block
