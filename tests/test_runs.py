@@ -189,6 +189,10 @@ def test_accuracies_and_run_to_run_noise_group_the_seeds(tiny_data):
                  for group in runs.values()]
     assert df == 4
     assert sd == pytest.approx(((variances[0] + variances[1]) / 2).sqrt().item())
+    effects = report.effects(runs[0.1][:1], runs[0.05][:1], (sd, df))
+    assert list(effects) == ["BatchNorm"]
+    assert effects["BatchNorm"].difference == pytest.approx(
+        100 * (runs[0.1][0].test_accuracy - runs[0.05][0].test_accuracy))
 
 
 def test_against_published_gives_the_margin_of_the_lowest_seed(tiny_data):

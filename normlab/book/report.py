@@ -16,7 +16,7 @@ from ..data import CIFAR10, describe
 from ..norms import NORM_LABELS
 from ..train import Config
 from .runs import Result, flip_accuracy, machine_name
-from .verdicts import pooled_sd
+from .verdicts import Difference, against_noise, pooled_sd
 
 
 def glue(name: str, value, display: bool = False) -> None:
@@ -116,6 +116,22 @@ def run_to_run_noise(results: Sequence[Result]) -> tuple[float, int]:
     for r in results:
         groups.setdefault(replace(r.config, seed=0), {})[r.config.seed] = 100 * r.test_accuracy
     return pooled_sd(list(g.values()) for g in groups.values())
+
+
+def effects(changed: Sequence[Result], unchanged: Sequence[Result], noise: tuple[float, int]
+            ) -> dict[str, Difference]:
+    """Per norm label, in the order of ``changed``: the test accuracy (percent) of each run
+    in ``changed`` minus that of the run of the same norm in ``unchanged``, single runs
+    judged with the seeds' ``noise`` (:func:`run_to_run_noise`;
+    :func:`normlab.book.verdicts.against_noise`).
+
+    Raises:
+        KeyError: a norm of ``changed`` without a run in ``unchanged``.
+    """
+    base = {r.config.norm: r for r in unchanged}
+    return {NORM_LABELS[r.config.norm]: against_noise(
+                [100 * r.test_accuracy], [100 * base[r.config.norm].test_accuracy], *noise,
+                NORM_LABELS[r.config.norm], "unchanged") for r in changed}
 
 
 def test_errors_by_batch_size(results: Sequence[Result]) -> dict[str, dict[int, float]]:
