@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -79,6 +80,20 @@ def wrong_sets(results: Sequence[Result]) -> dict[str, set[int]]:
     """Indices of the test images each result gets wrong, by norm."""
     return {r.config.norm: set(torch.nonzero(r.test_probs.argmax(dim=1) != r.test_labels)
                                .flatten().tolist()) for r in results}
+
+
+def shared_mistakes(results: Sequence[Result]) -> pd.DataFrame:
+    """How many test images each result gets wrong, how many all of them get wrong, and
+    how many all would get wrong if their mistakes were independent (the number of images
+    times the product of the error rates). Indexed by norm label, then ``all of them``
+    and ``all, if independent``."""
+    wrong = wrong_sets(results)
+    n = len(results[0].test_labels)
+    expected = n * float(np.prod([len(s) / n for s in wrong.values()]))
+    counts = {NORM_LABELS[norm]: len(s) for norm, s in wrong.items()}
+    counts |= {"all of them": len(set.intersection(*wrong.values())),
+               "all, if independent": round(expected)}
+    return pd.Series(counts, name="wrong test images").to_frame()
 
 
 def seed_summary(results: Sequence[Result]) -> pd.DataFrame:
