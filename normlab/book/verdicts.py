@@ -173,7 +173,7 @@ def t_test(difference: float, se: float, df: int, a_name: str = "a",
     p_value = 2 * stats.t.sf(abs(difference) / se, df)
     return Difference(a_name, b_name, difference, difference - half_width,
                       difference + half_width, p_value,
-                      f"t test against the seeds' noise ({df} degrees of freedom)")
+                      f"t test against the seeds' noise with {df} degrees of freedom")
 
 
 @dataclass(frozen=True)
