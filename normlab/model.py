@@ -2,13 +2,15 @@
 
 - C: a 3x3 convolution block, convolution -> ReLU -> normalization (the assignment's
   order; ``order="conv-norm-relu"`` gives the more common order of He et al. 2016);
-- c3, c7: 1x1 convolutions that reduce the channels before each max-pool ("transition"
-  layers); c11: a 1x1 convolution from the last features to the 10 class scores;
+- c3, c7: 1x1 convolutions that set the channels before each max-pool ("transition"
+  layers: with :data:`WIDTHS` c3 reduces 32 to 16, c7 widens 24 to 32); c11: a 1x1
+  convolution from the last features to the 10 class scores;
 - P: 2x2 max-pool, stride 2; GAP: global average pooling (:class:`GlobalAvgPool2d`).
 
 Without normalization (``norm="none"``) the 3x3 convolutions get biases: a normalization
-subtracts the mean of its input and adds its own shift, which makes a bias before it
-redundant, but without one the bias is the layer's only offset. With
+subtracts means of its input and adds its own shift, which makes a bias before it
+redundant (exactly for batch and instance norm; for layer and group norm all but the part
+that differs within a group), but without one the bias is the layer's only offset. With
 ``weight_standardization`` they standardize their weights (:class:`StandardizedConv2d`).
 
 "Add one layer to another": in the second and third stages the output of the first block

@@ -342,8 +342,9 @@ def make_optimizer(model: nn.Module, config: Config, steps: int):
     """SGD with Nesterov momentum and the OneCycle schedule over ``steps`` steps.
 
     Weight decay applies to convolution weights only, not to normalization parameters or
-    biases (decaying the affine scale of a normalized layer only changes its effective
-    learning rate).
+    biases. (A normalization after a convolution cancels the scale of its weights, so
+    decaying them changes their effective learning rate, not what the layer computes:
+    van Laarhoven 2017.)
 
     OneCycle also cycles the momentum, inversely to the learning rate: from
     ``max_momentum`` (0.95) down to ``base_momentum`` (0.85) at the peak learning rate and

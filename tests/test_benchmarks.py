@@ -45,3 +45,15 @@ def test_norm_speed_times_every_layer_and_network_relative_to_batch_norm():
     assert layers and all(line["ms"] >= 0 for line in layers)
     assert {"batch", "layer", "group"} <= set(networks)
     assert networks["batch"]["relative_to_batch"] == 1.0
+
+
+def test_compile_run_projects_a_whole_run_from_its_first_and_later_epochs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compile_run", BENCHMARKS / "compile_run.py")
+    compile_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compile_run)
+    # the first epoch holds the compilation; the other 19 run at the later epochs' mean
+    assert compile_run.projected([80.0, 25.0, 27.0]) == pytest.approx(80 + 19 * 26)
+    assert compile_run.projected([30.0]) == pytest.approx(20 * 30)
+

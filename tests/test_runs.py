@@ -6,7 +6,6 @@ import os
 import platform
 import stat
 
-import pandas as pd
 import pytest
 import torch
 
@@ -185,17 +184,21 @@ def test_seed_summary_is_mean_and_std_over_seeds(tiny_data):
         round(tests.std().item(), 2), abs=0.01)
 
 
-def test_difference_of_means_and_its_standard_error(tiny_data):
+def test_accuracies_and_run_to_run_noise_group_the_seeds(tiny_data):
     runs = {lr: [run(tiny_config(epochs=1, seed=s, lr=lr), tiny_data, progress=False)
                  for s in (0, 1, 2)] for lr in (0.05, 0.1)}
-    a, b = (torch.tensor([100 * r.test_accuracy for r in runs[lr]], dtype=torch.float64)
-            for lr in (0.1, 0.05))
-    table = report.difference_of_means(runs[0.1], runs[0.05])
-    assert list(table.index) == ["batch"]
-    assert table.loc["batch", "difference (points)"] == pytest.approx(
-        (a.mean() - b.mean()).item(), abs=0.01)
-    assert table.loc["batch", "2 x standard error"] == pytest.approx(
-        2 * (a.var() / 3 + b.var() / 3).sqrt().item(), abs=0.01)
+    everything = runs[0.05] + runs[0.1] + runs[0.1][:1]          # a repeat counts once
+    assert report.accuracies(runs[0.1]) == {
+        "BatchNorm": [100 * r.test_accuracy for r in runs[0.1]]}
+    sd, df = report.run_to_run_noise(everything)
+    variances = [torch.tensor([100 * r.test_accuracy for r in group], dtype=torch.float64).var()
+                 for group in runs.values()]
+    assert df == 4
+    assert sd == pytest.approx(((variances[0] + variances[1]) / 2).sqrt().item())
+    effects = report.effects(runs[0.1][:1], runs[0.05][:1], (sd, df))
+    assert list(effects) == ["BatchNorm"]
+    assert effects["BatchNorm"].difference == pytest.approx(
+        100 * (runs[0.1][0].test_accuracy - runs[0.05][0].test_accuracy))
 
 
 def test_against_published_gives_the_margin_of_the_lowest_seed(tiny_data):
@@ -205,14 +208,6 @@ def test_against_published_gives_the_margin_of_the_lowest_seed(tiny_data):
     assert list(table.index) == ["batch"]
     assert table.loc["batch", "lowest seed (%)"] == pytest.approx(lowest)
     assert table.loc["batch", "lowest seed - published (points)"] == pytest.approx(lowest - 12.5)
-
-
-def test_pairs_beyond_lists_the_pairs_whose_means_differ_by_more_than_the_noise():
-    means = pd.Series({"batch": 81.3, "layer": 79.3, "group": 79.0})
-    assert report.pairs_beyond(means, 1.0) == ["BatchNorm vs LayerNorm",
-                                                       "BatchNorm vs GroupNorm"]
-    assert report.pairs_beyond(means, 0.2)[-1] == "LayerNorm vs GroupNorm"
-    assert report.pairs_beyond(means, 3.0) == []
 
 
 def test_processor_name_tells_cpu_generations_of_one_name_apart(tmp_path):

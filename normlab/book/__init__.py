@@ -6,7 +6,8 @@ the book, statistics and tables, figures, probes, and ``reproduce``.
 - :mod:`~normlab.book.studies`: the presets :data:`MAIN` and :data:`STUDY`, the sweep, the
   ablations and every part of the book (:func:`book_parts`);
 - :mod:`~normlab.book.reproduce`: :func:`results` of a part, :func:`reproduce`, the index;
-- :mod:`~normlab.book.report`: tables and ``glue``; :mod:`~normlab.book.plots`: figures;
+- :mod:`~normlab.book.report`: tables and ``glue``; :mod:`~normlab.book.verdicts`: every
+  "beyond the noise" as a test (scipy.stats) and a sentence; :mod:`~normlab.book.plots`: figures;
   :mod:`~normlab.book.probes`: hooks on trained models; :mod:`~normlab.book.chapters`:
   what a chapter computes beyond a line or two;
 - :mod:`~normlab.book.cli`: ``python -m normlab``.
@@ -14,7 +15,7 @@ the book, statistics and tables, figures, probes, and ``reproduce``.
 The core (``normlab``) never imports this layer.
 """
 
-from . import chapters, plots, probes, report, studies
+from . import chapters, plots, probes, report, studies, verdicts
 from .cache import benchmark_records
 from .reproduce import part_times, reproduce, results, wall_times, write_index
 from .runs import (Mistake, Result, current_profile, flip_accuracy, load_result, machine_name,
@@ -22,7 +23,7 @@ from .runs import (Mistake, Result, current_profile, flip_accuracy, load_result,
 from .studies import MAIN, STUDY, book_config, main_configs, study_config
 
 __all__ = [
-    "chapters", "plots", "probes", "report", "studies", "benchmark_records",
+    "chapters", "plots", "probes", "report", "studies", "verdicts", "benchmark_records",
     "part_times", "reproduce", "results", "wall_times", "write_index",
     "Mistake", "Result", "current_profile", "flip_accuracy", "load_result", "machine_name",
     "misclassified", "prepare_data", "run",

@@ -41,11 +41,12 @@ def results_dir() -> Path:
     return path
 
 
-def benchmark_records() -> list[dict]:
-    """The throughput benchmark's records committed in ``results/benchmarks/``
-    (``benchmarks/throughput.py --output``), oldest first."""
+def benchmark_records(benchmark: str = "throughput") -> list[dict]:
+    """The records of ``benchmarks/<benchmark>.py --output`` committed in
+    ``results/benchmarks/`` as ``<name>-<date>.json`` (``throughput``, or ``compile`` for
+    ``compile_run.py``), oldest first."""
     return [json.loads(path.read_text())
-            for path in sorted((results_dir() / "benchmarks").glob("throughput-*.json"))]
+            for path in sorted((results_dir() / "benchmarks").glob(f"{benchmark}-*.json"))]
 
 
 def environment(config: Config, device: str | torch.device = "auto") -> dict:

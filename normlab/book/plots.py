@@ -15,13 +15,15 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from ..data import CIFAR10, augment
-from ..norms import NORM_LABELS
+from ..norms import NORM_LABELS, NORM_NAMES
 from ..train import Config
 from .runs import Mistake, Result
+from .verdicts import Difference
 
 #: Okabe-Ito colours, one per normalization.
 NORM_COLORS = {"batch": "#0072B2", "layer": "#D55E00", "group": "#009E73",
                "instance": "#CC79A7", "none": "#000000"}
+_NORM_BY_LABEL = {label: norm for norm, label in NORM_LABELS.items()}
 
 
 def _as_image(image: torch.Tensor) -> np.ndarray:
@@ -30,23 +32,36 @@ def _as_image(image: torch.Tensor) -> np.ndarray:
 
 
 def plot_curves(results: Result | Sequence[Result], labels: Sequence[str] | None = None):
-    """Loss and accuracy per epoch, train (dashed) and test (solid), for one or more runs.
+    """Test loss and accuracy per epoch, one colour per norm: with several runs (seeds) of
+    a norm, the mean over them as a line and their range as a band.
 
-    Left panel: cross-entropy (nats per image); right panel: accuracy (percent).
+    Left panel: test loss, plain cross-entropy (nats per image). The training loss is not
+    drawn next to it: it is the label-smoothed objective, whose floor lies far above zero,
+    measured on augmented images while the weights change. Right panel: accuracy (percent),
+    test (solid) and train (dashed; running over each epoch's augmented batches).
+    ``labels`` names the norms in order of appearance (default :data:`normlab.NORM_LABELS`).
     """
     results = [results] if isinstance(results, Result) else list(results)
-    labels = labels or [NORM_LABELS[r.config.norm] for r in results]
+    by_norm: dict[str, list[Result]] = {}
+    for result in results:
+        by_norm.setdefault(result.config.norm, []).append(result)
+    labels = labels or [NORM_LABELS[norm] for norm in by_norm]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-    for result, label in zip(results, labels):
-        h = result.history
-        epochs = np.arange(1, len(h.seconds) + 1)
-        color = NORM_COLORS[result.config.norm]
-        for split, style in (("train", "--"), ("test", "-")):
-            ax_loss.plot(epochs, getattr(h, f"{split}_loss"), style, color=color,
-                         marker=".", label=f"{label}, {split}")
-            ax_acc.plot(epochs, 100 * np.asarray(getattr(h, f"{split}_accuracy")), style,
-                        color=color, marker=".", label=f"{label}, {split}")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats per image)", title="Loss")
+    for (norm, runs), label in zip(by_norm.items(), labels):
+        color = NORM_COLORS[norm]
+        seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
+        for ax, metric, scale, style, name in (
+                (ax_loss, "test_loss", 1, "-", "test"),
+                (ax_acc, "test_accuracy", 100, "-", "test"),
+                (ax_acc, "train_accuracy", 100, "--", "train")):
+            values = scale * np.asarray([getattr(r.history, metric) for r in runs])
+            epochs = np.arange(1, values.shape[1] + 1)
+            ax.plot(epochs, values.mean(axis=0), style, color=color, marker=".",
+                    label=f"{label}, {name}{seeds}")
+            if len(runs) > 1:
+                ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=color,
+                                alpha=0.2, linewidth=0)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats per image)", title="Test loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
@@ -156,39 +171,127 @@ def plot_receptive_field(table: pd.DataFrame, image_size: int = 32):
     return fig
 
 
+def _confusion(result: Result, k: int) -> torch.Tensor:
+    """Row-normalized confusion matrix (percent of each true class), (k, k)."""
+    predicted = result.test_probs.argmax(dim=1)
+    matrix = torch.zeros(k, k).index_put_((result.test_labels, predicted),
+                                          torch.ones(len(predicted)), accumulate=True)
+    return 100 * matrix / matrix.sum(dim=1, keepdim=True).clamp_min(1)
+
+
+def _matrix(ax, matrix: torch.Tensor, classes: Sequence[str], title: str, difference: bool):
+    k = len(classes)
+    limit = max(1.0, matrix.abs().max().item()) if difference else 100
+    ax.imshow(matrix.numpy(), cmap="RdBu_r" if difference else "cividis",
+              vmin=-limit if difference else 0, vmax=limit)
+    for i in range(k):
+        for j in range(k):
+            value = matrix[i, j].item()
+            dark = abs(value) > limit / 2 if difference else value < 50
+            ax.text(j, i, f"{value:+.0f}" if difference else f"{value:.0f}", ha="center",
+                    va="center", fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+
+
 def plot_confusion(results: Sequence[Result], classes: Sequence[str]):
-    """Row-normalized confusion matrices (percent of each true class) side by side."""
+    """The first result's row-normalized confusion matrix (percent of each true class),
+    then each other result's minus it (points; red: more often than the first, blue: less),
+    so that what the models do differently stands out."""
+    reference = _confusion(results[0], len(classes))
     fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.4),
                              layout="constrained", squeeze=False)
-    for ax, result in zip(axes[0], results):
-        k = len(classes)
-        predicted = result.test_probs.argmax(dim=1)
-        matrix = torch.zeros(k, k).index_put_((result.test_labels, predicted),
-                                              torch.ones(len(predicted)), accumulate=True)
-        matrix = 100 * matrix / matrix.sum(dim=1, keepdim=True).clamp_min(1)
-        ax.imshow(matrix, cmap="cividis", vmin=0, vmax=100)
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, f"{matrix[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                        color="black" if matrix[i, j] > 50 else "white")
-        ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(k), classes, fontsize=8)
-        ax.set(xlabel="predicted class", ylabel="true class",
-               title=f"{NORM_LABELS[result.config.norm]} (% of true class)")
+    first = NORM_LABELS[results[0].config.norm]
+    _matrix(axes[0][0], reference, classes, f"{first} (% of true class)", difference=False)
+    for ax, result in zip(axes[0][1:], results[1:]):
+        _matrix(ax, _confusion(result, len(classes)) - reference, classes,
+                f"{NORM_LABELS[result.config.norm]} minus {first} (points)", difference=True)
     return fig
 
 
-def plot_batch_size_sweep(results: Sequence[Result]):
+def plot_predictions(results: Sequence[Result], indices: Sequence[int], data: CIFAR10,
+                     ncols: int = 5):
+    """The same test images (by index) for several models: each image with its true label
+    and every model's prediction and confidence, a wrong prediction in red."""
+    nrows = -(-len(indices) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, (1.6 + 0.38 * len(results))
+                                                    * nrows), layout="constrained", squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, index in zip(axes.flat, indices):
+        ax.imshow(_as_image(data.test_images[index]), interpolation="nearest")
+        true = int(data.test_labels[index])
+        ax.set_title(f"#{index}: {data.classes[true]}", fontsize=9)
+        for row, result in enumerate(results):
+            confidence, predicted = result.test_probs[index].max(dim=0)
+            ax.text(0.5, -0.08 - 0.16 * row,
+                    f"{NORM_LABELS[result.config.norm]}: {data.classes[int(predicted)]} "
+                    f"{confidence.item():.0%}", transform=ax.transAxes, ha="center", va="top",
+                    fontsize=8, color="#B00020" if int(predicted) != true else "black")
+    return fig
+
+
+def plot_effects(effects: dict[str, dict[str, Difference]], yardstick: float | None = None):
+    """A dot plot of single-run effects: one row per change (the keys), one dot per norm
+    with its 95% interval, in points of test accuracy; with ``yardstick`` (points), a grey
+    band of +- it around zero, where a difference is within the noise."""
+    changes = list(effects)
+    fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(changes) + 1.2), layout="constrained")
+    if yardstick is not None:
+        ax.axvspan(-yardstick, yardstick, color="#dddddd", label="within the noise")
+    ax.axvline(0, color="#888888", linewidth=0.8)
+    norms = list(dict.fromkeys(label for by_norm in effects.values() for label in by_norm))
+    for n, label in enumerate(norms):
+        offset = 0.22 * (n - (len(norms) - 1) / 2)
+        rows = [(y, d) for y, change in enumerate(changes)
+                if (d := effects[change].get(label)) is not None]
+        ax.errorbar([d.difference for _, d in rows], [y + offset for y, _ in rows],
+                    xerr=[[d.difference - d.low for _, d in rows],
+                          [d.high - d.difference for _, d in rows]],
+                    fmt="o", markersize=4, capsize=2, linewidth=0.8, label=label,
+                    color=NORM_COLORS[_NORM_BY_LABEL[label]])
+    ax.set_yticks(range(len(changes)), changes)
+    ax.invert_yaxis()
+    ax.set(xlabel="change in test accuracy (points), with its 95% interval")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def plot_seed_accuracies(results: Sequence[Result]):
+    """Final test accuracy (percent) of every run, one column of dots per norm (one dot
+    per seed) with its mean as a bar: the book's main result at a glance."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.2), layout="constrained")
+    by_norm: dict[str, list[float]] = {}
+    for r in results:
+        by_norm.setdefault(r.config.norm, []).append(100 * r.test_accuracy)
+    for x, (norm, values) in enumerate(by_norm.items()):
+        jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
+        ax.scatter(x + np.asarray(jitter), values, color=NORM_COLORS[norm], zorder=3,
+                   label="one seed" if x == 0 else None)
+        ax.hlines(np.mean(values), x - 0.3, x + 0.3, color=NORM_COLORS[norm], linewidth=2,
+                  label="mean" if x == 0 else None)
+    ax.set_xticks(range(len(by_norm)), [NORM_LABELS[n] for n in by_norm])
+    ax.set(ylabel="test accuracy (%)", xlim=(-0.6, len(by_norm) - 0.4))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_batch_size_sweep(results: Sequence[Result], noise: float | None = None):
     """Test error (percent) against the training batch size (log scale), one line per
-    norm: the layout of Wu & He 2018, Figure 1."""
+    norm in the book's order (:data:`normlab.NORM_NAMES`): the layout of Wu & He 2018,
+    Figure 1. With ``noise`` (points), each point gets an error bar of +- ``noise``."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
     by_norm: dict[str, list[Result]] = {}
-    for result in results:
+    for result in sorted(results, key=lambda r: NORM_NAMES.index(r.config.norm)):
         by_norm.setdefault(result.config.norm, []).append(result)
     for norm, runs in by_norm.items():
         runs = sorted(runs, key=lambda r: r.config.batch_size)
-        ax.plot([r.config.batch_size for r in runs], [100 * (1 - r.test_accuracy) for r in runs],
-                marker="o", color=NORM_COLORS[norm], label=NORM_LABELS[norm])
+        ax.errorbar([r.config.batch_size for r in runs],
+                    [100 * (1 - r.test_accuracy) for r in runs], yerr=noise, capsize=3,
+                    marker="o", color=NORM_COLORS[norm], label=NORM_LABELS[norm])
     sizes = sorted({r.config.batch_size for r in results})
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(s) for s in sizes])

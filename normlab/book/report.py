@@ -7,14 +7,17 @@ Every number the book prints in its text is glued from these functions (myst-nb'
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import combinations
+from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import torch
 
 from ..data import CIFAR10, describe
 from ..norms import NORM_LABELS
+from ..train import Config
 from .runs import Result, flip_accuracy, machine_name
+from .verdicts import Difference, against_noise, pooled_sd
 
 
 def glue(name: str, value, display: bool = False) -> None:
@@ -79,6 +82,20 @@ def wrong_sets(results: Sequence[Result]) -> dict[str, set[int]]:
                                .flatten().tolist()) for r in results}
 
 
+def shared_mistakes(results: Sequence[Result]) -> pd.DataFrame:
+    """How many test images each result gets wrong, how many all of them get wrong, and
+    how many all would get wrong if their mistakes were independent (the number of images
+    times the product of the error rates). Indexed by norm label, then ``all of them``
+    and ``all, if independent``."""
+    wrong = wrong_sets(results)
+    n = len(results[0].test_labels)
+    expected = n * float(np.prod([len(s) / n for s in wrong.values()]))
+    counts = {NORM_LABELS[norm]: len(s) for norm, s in wrong.items()}
+    counts |= {"all of them": len(set.intersection(*wrong.values())),
+               "all, if independent": round(expected)}
+    return pd.Series(counts, name="wrong test images").to_frame()
+
+
 def seed_summary(results: Sequence[Result]) -> pd.DataFrame:
     """Mean and standard deviation (over seeds, ``ddof=1``) of the final train and test
     accuracy (percent) per norm, with the number of runs."""
@@ -89,19 +106,54 @@ def seed_summary(results: Sequence[Result]) -> pd.DataFrame:
     return summary
 
 
-def difference_of_means(results: Sequence[Result], baseline: Sequence[Result]) -> pd.DataFrame:
-    """Per norm (in the order of ``results``): the mean test accuracy (percent) of
-    ``results`` minus that of ``baseline``, each a mean over seeds (points), and twice the
-    standard error of that difference, ``2 * sqrt(s_a**2 / n_a + s_b**2 / n_b)`` with the
-    standard deviations over seeds (``ddof=1``): the yardstick a difference must pass to be
-    more than the seeds' noise. Columns ``difference (points)`` and ``2 x standard error``."""
-    def test_accuracy(runs):
-        grouped = accuracy_table(runs).groupby("norm", sort=False)["test accuracy (%)"]
-        return grouped.mean(), grouped.var(), grouped.size()
+def accuracies(results: Sequence[Result], flip_data: CIFAR10 | None = None
+               ) -> dict[str, list[float]]:
+    """Final test accuracy (percent) of each result, grouped by norm label
+    (:data:`normlab.NORM_LABELS`) in the order of ``results``: the input of
+    :mod:`~normlab.book.verdicts`. With ``flip_data``, flip-averaged
+    (:func:`normlab.book.flip_accuracy`)."""
+    groups: dict[str, list[float]] = {}
+    for r in results:
+        accuracy = flip_accuracy(r, flip_data) if flip_data is not None else r.test_accuracy
+        groups.setdefault(NORM_LABELS[r.config.norm], []).append(100 * accuracy)
+    return groups
 
-    (mean_a, var_a, n_a), (mean_b, var_b, n_b) = test_accuracy(results), test_accuracy(baseline)
-    return pd.DataFrame({"difference (points)": mean_a - mean_b,
-                         "2 x standard error": 2 * (var_a / n_a + var_b / n_b) ** 0.5})
+
+def run_to_run_noise(results: Sequence[Result]) -> tuple[float, int]:
+    """The seeds' noise among ``results``: the standard deviation of the test accuracy
+    (points) pooled over the groups of runs that differ in their seed only, and its degrees
+    of freedom (:func:`normlab.book.verdicts.pooled_sd`). A result listed twice counts once.
+
+    Raises:
+        ValueError: no configuration trained with two seeds or more.
+    """
+    groups: dict[Config, dict[int, float]] = {}
+    for r in results:
+        groups.setdefault(replace(r.config, seed=0), {})[r.config.seed] = 100 * r.test_accuracy
+    return pooled_sd(list(g.values()) for g in groups.values())
+
+
+def effects(changed: Sequence[Result], unchanged: Sequence[Result], noise: tuple[float, int]
+            ) -> dict[str, Difference]:
+    """Per norm label, in the order of ``changed``: the test accuracy (percent) of each run
+    in ``changed`` minus that of the run of the same norm in ``unchanged``, single runs
+    judged with the seeds' ``noise`` (:func:`run_to_run_noise`;
+    :func:`normlab.book.verdicts.against_noise`).
+
+    Raises:
+        KeyError: a norm of ``changed`` without a run in ``unchanged``.
+    """
+    base = {r.config.norm: r for r in unchanged}
+    return {NORM_LABELS[r.config.norm]: against_noise(
+                [100 * r.test_accuracy], [100 * base[r.config.norm].test_accuracy], *noise,
+                NORM_LABELS[r.config.norm], "unchanged") for r in changed}
+
+
+def errors_by_batch_size(results: Sequence[Result]) -> dict[str, dict[int, float]]:
+    """Test error (percent) by norm and batch size: the input of
+    :func:`normlab.book.verdicts.small_batch_cost`."""
+    error = 100 - accuracy_by(results, "batch_size")
+    return {norm: row.to_dict() for norm, row in error.iterrows()}
 
 
 def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
@@ -115,13 +167,6 @@ def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
     return summary.drop(columns=[("gain", "std")])
 
 
-def pairs_beyond(means: pd.Series, noise: float) -> list[str]:
-    """The pairs of norms (``"BatchNorm vs LayerNorm"``, in the order of ``means``' index)
-    whose means (percent) differ by more than ``noise`` (points)."""
-    return [f"{NORM_LABELS[a]} vs {NORM_LABELS[b]}" for a, b in combinations(means.index, 2)
-            if abs(means[a] - means[b]) > noise]
-
-
 def against_published(results: Sequence[Result], published: dict[str, float]) -> pd.DataFrame:
     """Final test accuracy (percent) per norm next to ``published`` (norm -> percent): the
     mean and the lowest over ``results`` (the seeds), and the lowest minus the published
@@ -133,20 +178,6 @@ def against_published(results: Sequence[Result], published: dict[str, float]) ->
     table["lowest seed - published (points)"] = (table["lowest seed (%)"]
                                                   - table["best published (%)"])
     return table.round(2)
-
-
-def small_batch_rise(results: Sequence[Result]) -> pd.Series:
-    """Per norm: the test error (percent) at the smallest batch size among ``results``
-    minus the lowest test error over all their batch sizes (points), the cost of small
-    batches that Wu and He (2018, Figure 1) show for batch norm on ImageNet."""
-    error = 100 - accuracy_by(results, "batch_size")
-    return (error[min(error.columns)] - error.min(axis=1)).round(2)
-
-
-def wu_he_holds(rise: pd.Series) -> bool:
-    """Wu and He's finding, as this book tests it on :func:`small_batch_rise`: batch norm's
-    rise exceeds one point and twice group norm's."""
-    return bool(rise["batch"] > 1 and rise["batch"] > 2 * rise["group"])
 
 
 def accuracy_by(results: Sequence[Result], field: str, rows: str = "norm") -> pd.DataFrame:

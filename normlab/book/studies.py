@@ -34,10 +34,13 @@ BOOK_NORMS = ("batch", "layer", "group")
 BOOK_SEEDS = (0, 1, 2, 3, 4)
 #: Seeds of the studies' repeated runs (the noise of the study setting).
 STUDY_SEEDS = (0, 1, 2)
-#: The best final test accuracy (%) of the published solutions of this assignment known to
-#: the project when it set its goals (same layout, under 50,000 parameters, at most 20
-#: epochs, trained and tested on the original CIFAR-10 pixels): the figures to beat.
-PUBLISHED_BEST = {"batch": 80.4, "layer": 78.1, "group": 77.6}
+#: The best test accuracy (%) of the published solutions of this assignment known to the
+#: project when it set its goals (same layout, under 50,000 parameters, at most 20 epochs,
+#: trained and tested on the original CIFAR-10 pixels): the figures to beat.
+PUBLISHED_BEST = {"batch": 80.44, "layer": 78.1, "group": 77.59}
+#: Where :data:`PUBLISHED_BEST` comes from (each the best test accuracy over the epochs of
+#: one run, as its README reports it).
+PUBLISHED_SOURCE = "github.com/prarthananbhat/ERA (Session_8/README.md)"
 #: Precisions the batch-norm model is compared in.
 PRECISIONS = ("fp32", "bf16")
 

@@ -1,0 +1,275 @@
+"""The book's verdicts: every "beyond the noise" and "holds" is a test from
+:mod:`scipy.stats`, turned into an English sentence here.
+
+Inputs are test accuracies (or errors) in percent, one per training run; differences are
+in points. Tests are two-sided at the level :data:`ALPHA`; intervals have
+:data:`CONFIDENCE`.
+
+- :func:`welch`: two groups of runs (seeds), unequal variances (Welch's t test).
+- :func:`paired`: the same runs measured two ways, such as a single view and flip
+  averaging on the same weights (paired t test).
+- :func:`against_noise`: groups too small to estimate their own noise (single runs),
+  judged with the run-to-run standard deviation of repeated runs (:func:`pooled_sd`): the
+  difference of two single runs spreads ``sqrt(2)`` times as much as one run.
+- :func:`small_batch_cost`: Wu and He's small-batch finding, as a test.
+- :func:`all_pairs`, :func:`pairs_beyond`, :func:`moves`, :func:`listing`, :func:`times`:
+  the phrases built on them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+from scipy import stats
+
+#: Two-sided level of every test: a difference with a p-value below it is beyond the noise.
+ALPHA = 0.05
+#: Confidence of every interval.
+CONFIDENCE = 1 - ALPHA
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``a - b`` (points), its confidence interval (``low``, ``high``), the two-sided
+    p-value, and the test that gave them; ``a`` and ``b`` name what was compared."""
+
+    a: str
+    b: str
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    test: str
+
+    def __post_init__(self):
+        for name in ("difference", "low", "high", "p_value"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    @property
+    def beyond_noise(self) -> bool:
+        """Whether the difference is beyond the noise (p-value below :data:`ALPHA`)."""
+        return self.p_value < ALPHA
+
+    def evidence(self) -> str:
+        """The numbers in parentheses, e.g. ``"95% interval 0.21 to 0.77 points, Welch's
+        t test, p = 0.004"``."""
+        return (f"{CONFIDENCE:.0%} interval {self.low:.2f} to {self.high:.2f} points, "
+                f"{self.test}, {_p(self.p_value)}")
+
+    def amount(self) -> str:
+        """``"0.49 points above"``, ``"0.49 points below"`` or ``"level with"``."""
+        if round(self.difference, 2) == 0:
+            return "level with"
+        side = "above" if self.difference > 0 else "below"
+        return f"{abs(self.difference):.2f} points {side}"
+
+    def verdict(self) -> str:
+        """``"beyond the noise"`` or ``"within the noise"``."""
+        return "beyond the noise" if self.beyond_noise else "within the noise"
+
+    def sentence(self) -> str:
+        """One sentence, e.g. ``"BatchNorm is 0.49 points above GroupNorm (95% interval
+        0.21 to 0.77 points, Welch's t test, p = 0.004): beyond the noise."``"""
+        return f"{self.a} is {self.amount()} {self.b} ({self.evidence()}): {self.verdict()}."
+
+    def short(self) -> str:
+        """``"BatchNorm vs GroupNorm (+0.49 points, p = 0.004)"``."""
+        return f"{self.a} vs {self.b} ({self.difference:+.2f} points, {_p(self.p_value)})"
+
+
+def _p(p: float) -> str:
+    """``"p < 0.001"``, ``"p = 0.004"``, ``"p = 0.31"``."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+
+
+def _values(values: Sequence[float], name: str, at_least: int) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1 or len(array) < at_least or not np.isfinite(array).all():
+        raise ValueError(f"{name} needs at least {at_least} finite values (one per run), "
+                         f"got {list(values)}.")
+    return array
+
+
+def welch(a: Sequence[float], b: Sequence[float], a_name: str = "a",
+          b_name: str = "b") -> Difference:
+    """Mean of ``a`` minus mean of ``b`` by Welch's t test (``scipy.stats.ttest_ind`` with
+    ``equal_var=False``): independent runs, at least two on each side.
+
+    Raises:
+        ValueError: fewer than two finite values on a side.
+    """
+    a, b = _values(a, a_name, 2), _values(b, b_name, 2)
+    result = stats.ttest_ind(a, b, equal_var=False)
+    interval = result.confidence_interval(CONFIDENCE)
+    return Difference(a_name, b_name, a.mean() - b.mean(), interval.low, interval.high,
+                      result.pvalue, "Welch's t test")
+
+
+def paired(a: Sequence[float], b: Sequence[float], a_name: str = "a",
+           b_name: str = "b") -> Difference:
+    """Mean of ``a - b`` by the paired t test (``scipy.stats.ttest_rel``): ``a[i]`` and
+    ``b[i]`` measure the same run two ways (the same weights, or the same seed).
+
+    Raises:
+        ValueError: unequal lengths, or fewer than two pairs.
+    """
+    a, b = _values(a, a_name, 2), _values(b, b_name, 2)
+    if len(a) != len(b):
+        raise ValueError(f"A paired test needs one {b_name} per {a_name}, got {len(a)} and "
+                         f"{len(b)} values.")
+    result = stats.ttest_rel(a, b)
+    interval = result.confidence_interval(CONFIDENCE)
+    return Difference(a_name, b_name, (a - b).mean(), interval.low, interval.high,
+                      result.pvalue, "paired t test")
+
+
+def pooled_sd(groups: Iterable[Sequence[float]]) -> tuple[float, int]:
+    """Run-to-run standard deviation (points) pooled over ``groups`` of repeated runs (each
+    the same configuration, different seeds), and its degrees of freedom
+    ``sum(n_i - 1)``: ``sqrt(sum((n_i - 1) * s_i**2) / sum(n_i - 1))``.
+
+    Raises:
+        ValueError: no group with two runs or more.
+    """
+    groups = [np.asarray(g, dtype=float) for g in groups]
+    df = sum(len(g) - 1 for g in groups if len(g) > 1)
+    if df < 1:
+        raise ValueError("The noise needs repeated runs: at least one group of two or more.")
+    sum_of_squares = sum(((g - g.mean()) ** 2).sum() for g in groups if len(g) > 1)
+    return math.sqrt(sum_of_squares / df), df
+
+
+def against_noise(a: Sequence[float], b: Sequence[float], sd: float, df: int,
+                  a_name: str = "a", b_name: str = "b") -> Difference:
+    """Mean of ``a`` minus mean of ``b`` judged with a known run-to-run standard deviation
+    ``sd`` (points) estimated with ``df`` degrees of freedom (:func:`pooled_sd`): the
+    standard error is ``sd * sqrt(1/n_a + 1/n_b)`` (``sqrt(2) * sd`` for two single runs),
+    the test Student's t with ``df`` degrees of freedom (``scipy.stats.t``).
+
+    Raises:
+        ValueError: an empty side, or ``sd`` not positive, or ``df`` below 1.
+    """
+    a, b = _values(a, a_name, 1), _values(b, b_name, 1)
+    return t_test(a.mean() - b.mean(), sd * math.sqrt(1 / len(a) + 1 / len(b)), df,
+                  a_name, b_name)
+
+
+def t_test(difference: float, se: float, df: int, a_name: str = "a",
+           b_name: str = "b") -> Difference:
+    """A ``difference`` (points) with standard error ``se`` whose noise was estimated with
+    ``df`` degrees of freedom, judged by Student's t (``scipy.stats.t``).
+
+    Raises:
+        ValueError: ``se`` not positive, or ``df`` below 1.
+    """
+    if not (se > 0 and df >= 1):
+        raise ValueError(f"The noise needs a positive standard deviation and at least one "
+                         f"degree of freedom, got a standard error of {se} and df={df}.")
+    half_width = stats.t.ppf(1 - ALPHA / 2, df) * se
+    p_value = 2 * stats.t.sf(abs(difference) / se, df)
+    return Difference(a_name, b_name, difference, difference - half_width,
+                      difference + half_width, p_value,
+                      f"t test against the seeds' noise with {df} degrees of freedom")
+
+
+@dataclass(frozen=True)
+class SmallBatchCost:
+    """Wu and He's small-batch finding (2018, Figure 1), tested on single runs of a sweep:
+    ``batch`` and ``group`` are each norm's test error at the small batch size minus at the
+    reference batch size (points; :func:`small_batch_cost`), ``gap`` batch norm's rise
+    minus group norm's. The finding holds when batch norm's rise and the gap are both
+    positive and beyond the noise."""
+
+    batch: Difference
+    group: Difference
+    gap: Difference
+
+    @property
+    def holds(self) -> bool:
+        return all(d.beyond_noise and d.difference > 0 for d in (self.batch, self.gap))
+
+    def sentence(self) -> str:
+        """E.g. ``"Wu and He's finding holds here: batch norm's test error rises 6.1 points
+        (...), group norm's 0.4 points (...), and the difference of the rises, 5.7 points,
+        is beyond the noise (...)."``"""
+        def rise(d):
+            word = "rises" if d.difference >= 0 else "falls"
+            return f"{word} {abs(d.difference):.2f} points ({d.evidence()})"
+
+        return (f"Wu and He's finding {'holds' if self.holds else 'does not hold'} here: "
+                f"batch norm's test error {rise(self.batch)}, group norm's "
+                f"{rise(self.group)}; batch norm's rise is {self.gap.amount()} group norm's, "
+                f"{self.gap.verdict()} ({self.gap.evidence()}).")
+
+
+def small_batch_cost(error: Mapping[str, Mapping[int, float]], small: int, reference: int,
+                     sd: float, df: int) -> SmallBatchCost:
+    """:class:`SmallBatchCost` from single runs: ``error[norm][batch_size]`` is the test
+    error (percent) of ``"batch"`` and ``"group"`` norm at batch sizes ``small`` and
+    ``reference``; ``sd`` and ``df`` are the run-to-run noise (:func:`pooled_sd`). Each
+    rise is the difference of two single runs (standard error ``sqrt(2) * sd``), the gap
+    the difference of two rises (``2 * sd``).
+
+    Raises:
+        KeyError: a norm or batch size missing from ``error``.
+    """
+    rises = {norm: against_noise([error[norm][small]], [error[norm][reference]], sd, df,
+                                 f"batch size {small}", f"batch size {reference}")
+             for norm in ("batch", "group")}
+    gap = t_test(rises["batch"].difference - rises["group"].difference, 2 * sd, df,
+                 "batch norm's rise", "group norm's")
+    return SmallBatchCost(rises["batch"], rises["group"], gap)
+
+
+def all_pairs(groups: Mapping[str, Sequence[float]],
+              test: Callable[..., Difference] = welch) -> list[Difference]:
+    """``test`` on every pair of ``groups`` (name -> accuracies), in the mapping's order."""
+    return [test(groups[a], groups[b], a, b) for a, b in combinations(groups, 2)]
+
+
+def listing(items: Sequence[str], empty: str = "none") -> str:
+    """``"A"``, ``"A and B"``, ``"A, B and C"``; ``empty`` for no items."""
+    items = list(items)
+    if not items:
+        return empty
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def pairs_beyond(differences: Sequence[Difference], empty: str = "no pair") -> str:
+    """The differences beyond the noise, as ``"BatchNorm vs GroupNorm (+0.49 points,
+    p = 0.004)"`` joined by :func:`listing`, or ``empty``."""
+    return listing([d.short() for d in differences if d.beyond_noise], empty)
+
+
+def moves(differences: Mapping[str, Difference], what: str = "the test accuracy") -> str:
+    """How ``what`` moves, by name, as one clause: e.g. ``"the test accuracy falls beyond
+    the noise for BatchNorm and LayerNorm and stays within it for GroupNorm"``."""
+    def names(test):
+        return listing([name for name, d in differences.items() if test(d)])
+
+    clauses = [f"{verb} {extent} for {names(test)}" for verb, extent, test in (
+        ("falls", "beyond the noise", lambda d: d.beyond_noise and d.difference < 0),
+        ("rises", "beyond the noise", lambda d: d.beyond_noise and d.difference > 0),
+        ("stays", "within the noise", lambda d: not d.beyond_noise))
+        if any(test(d) for d in differences.values())]
+    return f"{what} {listing(clauses)}"
+
+
+def times(ratio: float, tolerance: float = 0.05) -> str:
+    """A ratio of durations as English: ``"about as long as"`` within ``tolerance``,
+    ``"1.3 times as long as"`` above it, ``"23% less time than"`` below it.
+
+    Raises:
+        ValueError: a ratio that is not a positive number.
+    """
+    if not (math.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"A ratio of durations must be a positive number, got {ratio}.")
+    if abs(ratio - 1) <= tolerance:
+        return "about as long as"
+    if ratio > 1:
+        return f"{ratio:.1f} times as long as"
+    return f"{1 - ratio:.0%} less time than"
