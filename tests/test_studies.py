@@ -11,7 +11,7 @@ from normlab.book.cache import results_dir
 from normlab.book.plots import plot_batch_size_sweep
 from normlab.book.probes import (activation_statistics, batch_statistics_accuracy, norm_layers,
                                  with_batch_statistics)
-from normlab.book.report import accuracy_by, test_errors_by_batch_size
+from normlab.book.report import accuracy_by, errors_by_batch_size
 from normlab.book.studies import (BOOK_NORMS, MAIN_BATCH_SIZES, RECIPE_CHANGES, SWEEP_BATCH_SIZES,
                                   SWEEP_NORMS, ZERO_PADDING, ablations, batch_size_sweep,
                                   book_parts, study_config)
@@ -150,7 +150,7 @@ def test_sweep_table_and_figure_show_every_run(tiny_data):
     lines = [line for line in ax.get_lines() if line.get_marker() == "o"]
     assert list(lines[1].get_xdata()) == [8, 32]
     assert list(lines[1].get_ydata()) == [100 * (1 - r.test_accuracy) for r in results[2:]]
-    errors = test_errors_by_batch_size(results)
+    errors = errors_by_batch_size(results)
     assert errors["group"] == {8: 100 - table.loc["group", 8], 32: 100 - table.loc["group", 32]}
 
 

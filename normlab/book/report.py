@@ -149,7 +149,7 @@ def effects(changed: Sequence[Result], unchanged: Sequence[Result], noise: tuple
                 NORM_LABELS[r.config.norm], "unchanged") for r in changed}
 
 
-def test_errors_by_batch_size(results: Sequence[Result]) -> dict[str, dict[int, float]]:
+def errors_by_batch_size(results: Sequence[Result]) -> dict[str, dict[int, float]]:
     """Test error (percent) by norm and batch size: the input of
     :func:`normlab.book.verdicts.small_batch_cost`."""
     error = 100 - accuracy_by(results, "batch_size")
