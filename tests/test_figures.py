@@ -5,8 +5,9 @@ import pytest
 
 from normlab import Config
 from normlab.book import run
-from normlab.book.plots import (plot_confusion, plot_curves, plot_effects, plot_predictions,
-                                plot_seed_accuracies)
+from normlab.book.chapters import small_batch_repairs
+from normlab.book.plots import (plot_against, plot_confusion, plot_curves, plot_effects,
+                                plot_predictions, plot_seed_accuracies, plot_shift)
 from normlab.book.report import shared_mistakes, wrong_sets
 from normlab.book.verdicts import Difference
 
@@ -69,3 +70,37 @@ def test_effects_and_seed_accuracies_draw_every_value(runs):
     ax = plot_seed_accuracies(runs).axes[0]
     dots = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections[::2]])
     assert sorted(dots) == pytest.approx(sorted(100 * r.test_accuracy for r in runs))
+
+
+def test_accuracy_against_a_field_marks_diverged_runs_apart(tiny_data):
+    results = [run(tiny(norm="none", lr=lr, label_smoothing=0.0), tiny_data, progress=False)
+               for lr in (0.05, 1e6)]
+    assert results[1].diverged and not results[0].diverged
+    ax = plot_against(results, "lr", "peak learning rate", log=True, noise=1.0).axes[0]
+    [line] = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert list(line.get_xdata()) == [0.05]                  # the diverged run is not on it
+    [crosses] = [c for c in ax.collections if len(c.get_offsets()) == 1
+                 and c.get_offsets()[0][0] == 1e6]
+    assert crosses.get_label() == "no norm, diverged"
+
+
+def test_small_batch_repairs_add_precise_batch_norm(tiny_data):
+    repairs = {"batch norm": [run(tiny(norm="batch", batch_size=b), tiny_data, progress=False)
+                              for b in (5, 25)],
+               "group norm": [run(tiny(norm="group"), tiny_data, progress=False)]}
+    table = small_batch_repairs(repairs, tiny_data)
+    assert list(table["method"]) == ["batch norm", "batch norm, precise"] * 2 + ["group norm"]
+    assert table.iloc[0]["test accuracy (%)"] == pytest.approx(
+        100 * repairs["batch norm"][0].test_accuracy)
+
+
+def test_shift_figure_has_a_panel_per_shift_and_dashes_for_adapted(runs, tiny_data):
+    from normlab import Pipeline
+    from normlab.book.shift import SHIFTS, shift_table
+
+    table = shift_table([runs[0], runs[2]], tiny_data.test_images, tiny_data.test_labels,
+                        Pipeline.for_config(runs[0].config, tiny_data))
+    fig = plot_shift(table)
+    assert [ax.get_title() for ax in fig.axes] == list(SHIFTS)
+    styles = {line.get_label(): line.get_linestyle() for line in fig.axes[0].get_lines()}
+    assert styles == {"BatchNorm": "-", "BatchNorm, re-estimated": "--", "GroupNorm": "-"}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..data import CIFAR10
+from ..train import Pipeline, predict
+from .probes import reestimate_batch_statistics
 from .report import glue, provenance
 from .runs import Result, machine_name, prepare_data, run
 from .studies import book_config
@@ -48,3 +51,23 @@ def norm_chapter(norm: str, retrain: bool = False) -> Result:
 def history_table(result: Result) -> pd.DataFrame:
     """The per-epoch metrics of ``result``, one row per epoch (rounded to 4 digits)."""
     return pd.DataFrame(result.history.rows()).set_index("epoch").round(4)
+
+
+def small_batch_repairs(repairs: dict[str, list[Result]], data: CIFAR10) -> pd.DataFrame:
+    """Test accuracy (percent) of every run of :func:`normlab.book.studies.small_batch_repairs`
+    (method -> results), and for batch norm also with its running statistics re-estimated
+    on the training images of ``data`` after training (``"batch norm, precise"``,
+    :func:`normlab.book.probes.reestimate_batch_statistics`). Columns ``method``,
+    ``batch size``, ``seed`` and ``test accuracy (%)``."""
+    rows = []
+    for method, results in repairs.items():
+        for r in results:
+            row = {"batch size": r.config.batch_size, "seed": r.config.seed}
+            rows.append({"method": method, **row, "test accuracy (%)": 100 * r.test_accuracy})
+            if r.config.norm == "batch":
+                pipeline = Pipeline.for_config(r.config, data)
+                model = reestimate_batch_statistics(r.model(), data.train_images, pipeline)
+                correct = predict(model, data.test_images, pipeline).argmax(dim=1) == data.test_labels
+                rows.append({"method": f"{method}, precise", **row,
+                             "test accuracy (%)": 100 * correct.float().mean().item()})
+    return pd.DataFrame(rows)

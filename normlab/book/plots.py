@@ -329,3 +329,59 @@ def plot_activation_statistics(stats: dict[str, pd.DataFrame], over: str = "chan
     for ax in axes[-1]:
         ax.set_xlabel("layer")
     return fig
+
+
+def _by_norm(results: Sequence[Result]) -> dict[str, list[Result]]:
+    groups: dict[str, list[Result]] = {}
+    for r in sorted(results, key=lambda r: NORM_NAMES.index(r.config.norm)):
+        groups.setdefault(r.config.norm, []).append(r)
+    return groups
+
+
+def plot_against(results: Sequence[Result], field: str, xlabel: str, log: bool = False,
+                 noise: float | None = None):
+    """Final test accuracy (percent) against the config field ``field`` (``lr``,
+    ``epochs``), one line per norm in the book's order: the mean over the runs that share
+    a value, with ``noise`` (points) as error bars; a run that diverged is drawn as a
+    cross at its (chance-level) accuracy and left out of the line."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    for norm, runs in _by_norm(results).items():
+        color = NORM_COLORS[norm]
+        values = sorted({getattr(r.config, field) for r in runs})
+        kept = [(v, [100 * r.test_accuracy for r in runs
+                     if getattr(r.config, field) == v and not r.diverged]) for v in values]
+        kept = [(v, np.mean(a)) for v, a in kept if a]
+        ax.errorbar([v for v, _ in kept], [a for _, a in kept], yerr=noise, capsize=3,
+                    marker="o", color=color, label=NORM_LABELS[norm])
+        diverged = [r for r in runs if r.diverged]
+        ax.scatter([getattr(r.config, field) for r in diverged],
+                   [100 * r.test_accuracy for r in diverged], marker="x", s=60, color=color,
+                   label=f"{NORM_LABELS[norm]}, diverged" if diverged else None)
+    if log:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_shift(table: pd.DataFrame):
+    """Test accuracy (percent) under each shift of :func:`normlab.book.shift.shift_table`
+    against its severity (0: the clean images), one panel per shift, one line per norm
+    (mean over seeds), batch norm with re-estimated statistics dashed."""
+    shifts = [s for s in table["shift"].unique() if s != "clean"]
+    clean = table[table["shift"] == "clean"]
+    fig, axes = plt.subplots(1, len(shifts), figsize=(3.0 * len(shifts), 3.2),
+                             layout="constrained", sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], shifts):
+        part = pd.concat([clean, table[table["shift"] == name]])
+        for (norm, adapted), rows in part.groupby(["norm", "adapted"], sort=False):
+            mean = rows.groupby("severity")["accuracy"].mean()
+            ax.plot(mean.index, mean.to_numpy(), "--" if adapted else "-", marker="o",
+                    color=NORM_COLORS[norm],
+                    label=NORM_LABELS[norm] + (", re-estimated" if adapted else ""))
+        ax.set(title=name, xlabel="severity", xticks=[0, 1, 2, 3])
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(fontsize="small")
+    return fig
