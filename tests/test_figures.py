@@ -104,3 +104,19 @@ def test_shift_figure_has_a_panel_per_shift_and_dashes_for_adapted(runs, tiny_da
     assert [ax.get_title() for ax in fig.axes] == list(SHIFTS)
     styles = {line.get_label(): line.get_linestyle() for line in fig.axes[0].get_lines()}
     assert styles == {"BatchNorm": "-", "BatchNorm, re-estimated": "--", "GroupNorm": "-"}
+
+
+def test_lr_tolerance_and_lead_read_as_sentences(tiny_data):
+    from normlab.book.chapters import lead_by, lr_tolerance
+
+    results = [run(tiny(norm="none", lr=lr, label_smoothing=0.0), tiny_data, progress=False)
+               for lr in (0.02, 0.05, 1e6)]
+    table = lr_tolerance(results, (1.0, 6))
+    row = table.loc["none"]
+    assert row["diverged at"] == "1e+06" and row["best peak lr"] in (0.02, 0.05)
+    assert row["sentence"].startswith("no norm is best at a peak rate of 0.0")
+    assert row["sentence"].endswith("it diverged at 1e+06.")
+    budget = [run(tiny(norm=n, epochs=e), tiny_data, progress=False)
+              for n in ("batch", "group") for e in (1, 2)]
+    [(other, phrase)] = lead_by(budget, "epochs", (1.0, 6), unit="epoch").items()
+    assert other == "group" and " points at 1 epoch (" in phrase and " at 2 epochs (" in phrase

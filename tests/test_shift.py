@@ -5,6 +5,7 @@ import torch
 
 from normlab import Config, Pipeline
 from normlab.book import run
+from normlab.book.chapters import shift_summary
 from normlab.book.shift import SEVERITIES, SHIFTS, shift, shift_table
 
 
@@ -48,3 +49,7 @@ def test_shift_table_adapts_batch_norm_only(tiny_data):
     clean = table[(table["shift"] == "clean") & ~table["adapted"]].set_index("norm")["accuracy"]
     assert clean["batch"] == pytest.approx(100 * results[0].test_accuracy, abs=1e-4)
     assert clean["group"] == pytest.approx(100 * results[1].test_accuracy, abs=1e-4)
+    summary = shift_summary(table)
+    assert summary["losses"].startswith("BatchNorm ") and " points and GroupNorm " in summary["losses"]
+    assert summary["adaptation"].startswith(("it recovers ", "it loses "))
+    assert " on average, most under " in summary["adaptation"]

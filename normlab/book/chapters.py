@@ -7,7 +7,9 @@ import pandas as pd
 from ..data import CIFAR10
 from ..train import Pipeline, predict
 from .probes import reestimate_batch_statistics
+from ..norms import NORM_LABELS
 from .report import glue, provenance
+from .verdicts import against_noise, listing
 from .runs import Result, machine_name, prepare_data, run
 from .studies import book_config
 
@@ -71,3 +73,75 @@ def small_batch_repairs(repairs: dict[str, list[Result]], data: CIFAR10) -> pd.D
                 rows.append({"method": f"{method}, precise", **row,
                              "test accuracy (%)": 100 * correct.float().mean().item()})
     return pd.DataFrame(rows)
+
+
+def lr_tolerance(results: list[Result], noise: tuple[float, int]) -> pd.DataFrame:
+    """Per norm (rows, in order of appearance): the peak learning rate with the best test
+    accuracy, that accuracy (percent), the rates whose single run is not below it beyond
+    the ``noise`` (:func:`normlab.book.verdicts.against_noise`), the rates at which the run
+    diverged, and all of it as a ``sentence``."""
+    rows = {}
+    for norm in dict.fromkeys(r.config.norm for r in results):
+        runs = sorted((r for r in results if r.config.norm == norm), key=lambda r: r.config.lr)
+        trained = [r for r in runs if not r.diverged]
+        best = max(trained, key=lambda r: r.test_accuracy)
+        tolerated = [r.config.lr for r in trained if not (
+            (d := against_noise([100 * r.test_accuracy], [100 * best.test_accuracy], *noise))
+            .beyond_noise and d.difference < 0)]
+        diverged = [r.config.lr for r in runs if r.diverged]
+        sentence = (f"{NORM_LABELS[norm]} is best at a peak rate of {best.config.lr:g} "
+                    f"({100 * best.test_accuracy:.1f}%) and within the noise of that from "
+                    f"{min(tolerated):g} to {max(tolerated):g}; "
+                    + (f"it diverged at {listing([f'{lr:g}' for lr in diverged])}."
+                       if diverged else "it never diverged."))
+        rows[norm] = {"best peak lr": best.config.lr,
+                      "best test accuracy (%)": round(100 * best.test_accuracy, 2),
+                      "within the noise of the best": f"{min(tolerated):g} to {max(tolerated):g}",
+                      "diverged at": ", ".join(f"{lr:g}" for lr in diverged) or "none",
+                      "sentence": sentence}
+    return pd.DataFrame(rows).T
+
+
+def lead_by(results: list[Result], field: str, noise: tuple[float, int],
+            leader: str = "batch", unit: str = "") -> dict[str, str]:
+    """For each other norm among ``results``: ``leader``'s test accuracy minus that norm's
+    at each value of the config field ``field`` (single runs judged with ``noise``), as
+    one phrase: ``"+8.2 points at 1 epoch (beyond the noise), ..."`` with ``unit``
+    ``"epoch"`` (made plural after values other than 1)."""
+    accuracy = {(r.config.norm, getattr(r.config, field)): 100 * r.test_accuracy
+                for r in results}
+    values = sorted({v for _, v in accuracy})
+    others = [n for n in dict.fromkeys(r.config.norm for r in results) if n != leader]
+    phrases = {}
+    for other in others:
+        parts = []
+        for value in values:
+            if (leader, value) in accuracy and (other, value) in accuracy:
+                d = against_noise([accuracy[leader, value]], [accuracy[other, value]], *noise)
+                at = f"{value} {unit}{'s' * (value != 1)}" if unit else f"{value}"
+                parts.append(f"{d.difference:+.1f} points at {at} ({d.verdict()})")
+        phrases[other] = listing(parts)
+    return phrases
+
+
+def shift_summary(table: pd.DataFrame) -> dict[str, str]:
+    """From :func:`normlab.book.shift.shift_table`: ``losses``, each norm's mean loss of
+    test accuracy (points) from its clean accuracy over every shift and severity (mean over
+    seeds), and ``adaptation``, what re-estimating batch norm's statistics changes, both as
+    sentences."""
+    clean = table[table["shift"] == "clean"].set_index(["norm", "seed", "adapted"])["accuracy"]
+    shifted = table[table["shift"] != "clean"].copy()
+    shifted["loss"] = [clean[(n, s, False)] - a for n, s, a in
+                       zip(shifted["norm"], shifted["seed"], shifted["accuracy"])]
+    plain = shifted[~shifted["adapted"]].groupby("norm", sort=False)["loss"].mean()
+    losses = listing([f"{NORM_LABELS[n]} {loss:.1f} points" for n, loss in plain.items()])
+    adapted = shifted[shifted["adapted"]]
+    if adapted.empty:
+        return {"losses": f"{losses}.", "adaptation": "no batch-norm model was tested."}
+    gain = plain["batch"] - adapted["loss"].mean()
+    best = adapted.groupby("shift")["loss"].mean() - shifted[
+        ~shifted["adapted"] & (shifted["norm"] == "batch")].groupby("shift")["loss"].mean()
+    return {"losses": f"{losses}.",
+            "adaptation": (f"it {'recovers' if gain > 0 else 'loses'} {abs(gain):.1f} points "
+                           f"on average, most under {best.idxmin()} "
+                           f"({-best.min():+.1f} points).")}

@@ -63,6 +63,8 @@ LR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 WHY_NORMS = ("batch", "layer", "group", "none")
 #: Epochs of the budget study (each its own OneCycle schedule, on the study subset).
 BUDGET_EPOCHS = (1, 2, 5, 10, 20)
+#: Seeds of the main models tested under distribution shift.
+SHIFT_SEEDS = (0, 1, 2)
 #: The small batch size repaired (the sweep's smallest).
 SMALL_BATCH_SIZE = 2
 
