@@ -18,6 +18,7 @@ import ctypes
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -370,7 +371,7 @@ def make_optimizer(model: nn.Module, config: Config, steps: int):
 
 
 def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | None = None,
-        progress: bool = True) -> History:
+        progress: bool = True, on_step: Callable | None = None) -> History:
     """Train any ``model`` mapping (N, 3, 32, 32) inputs to (N, classes) logits on ``data``
     for ``config.epochs`` epochs, evaluating on the test split after each epoch. Returns the
     :class:`History`. Calls :func:`keep_freed_memory`.
@@ -378,7 +379,11 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
     ``pipeline`` (default: :meth:`Pipeline.for_config` of ``config`` and ``data``) gives the
     device, the precision and the augmentation, and places the model; ``config`` gives the
     rest of the recipe (its norm and widths describe :meth:`Config.build_model`, not
-    ``model``).
+    ``model``). ``on_step(step, model, batch_loss, lr)``, if given, is called after each
+    backward pass and before the optimizer step (``step`` counted from 1 over the whole
+    run; ``batch_loss()`` recomputes the training loss of the current batch with the
+    current weights; ``lr`` the step's learning rate): a probe, which must leave the
+    model's weights and buffers as it found them.
 
     Raises:
         Diverged: a FloatingPointError: the loss became NaN or infinite; the message
@@ -417,6 +422,10 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
                                f"input data.", epoch, step, lr, history)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if on_step is not None:
+                on_step((epoch - 1) * steps_per_epoch + step, model,
+                        functools.partial(_batch_loss, model, x, labels, pipeline, config),
+                        schedule.get_last_lr()[0])
             scaler.step(optimizer)
             scaler.update()
             schedule.step()
@@ -433,6 +442,13 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
         if progress:
             tqdm.write(_format_epoch(epoch, history))
     return history
+
+
+def _batch_loss(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, pipeline: Pipeline,
+                config: Config) -> torch.Tensor:
+    """The training loss of one batch, as :func:`fit` computes it."""
+    with pipeline.autocast():
+        return F.cross_entropy(model(x), labels, label_smoothing=config.label_smoothing)
 
 
 def _format_epoch(epoch: int, history: History) -> str:

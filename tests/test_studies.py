@@ -76,7 +76,7 @@ def test_every_part_is_listed_once_and_main_trains_first():
     parts = book_parts("full")
     assert list(parts)[0] == "main"
     assert set(parts) == {"main", "precision", "ablations", "sweep", "lr", "budget",
-                          "smallbatch"}
+                          "smallbatch", "smoothness"}
 
 
 @pytest.mark.parametrize("name, changed", [("residual", {"residual"}), ("order", {"order"}),

@@ -385,3 +385,20 @@ def plot_shift(table: pd.DataFrame):
     axes[0][0].set_ylabel("test accuracy (%)")
     axes[0][-1].legend(fontsize="small")
     return fig
+
+
+def plot_smoothness(probes: dict[str, pd.DataFrame]):
+    """The smoothness probes of :func:`normlab.book.smoothness.smoothness` along training,
+    one line per norm (the keys): left the loss range along the gradient (nats), right the
+    effective beta-smoothness, both on a log scale (Santurkar et al. 2018, Figure 4)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    for norm, table in probes.items():
+        for ax, column in zip(axes, ("loss_range", "beta")):
+            ax.plot(table["step"], table[column], color=NORM_COLORS[norm], linewidth=1,
+                    label=NORM_LABELS[norm])
+    for ax, title in zip(axes, ("loss range along the gradient (nats)",
+                                "effective beta-smoothness")):
+        ax.set(xlabel="training step", yscale="log", title=title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize="small")
+    return fig

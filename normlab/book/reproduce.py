@@ -7,6 +7,7 @@ import csv
 import datetime
 import io
 import json
+import time
 from dataclasses import asdict, fields
 
 import pandas as pd
@@ -15,8 +16,9 @@ from ..store import atomic_write_json, atomic_write_text
 from ..train import Config
 from .cache import results_dir
 from .runs import Result, data_for, load_result, resolve_profile, run
+from .smoothness import smoothness, smoothness_found
 from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts, main_configs
-from .sweep import run_many
+from .sweep import Summary, run_many
 
 INDEX_NAME = "index.csv"
 #: Wall time of each part's last reproduction (written by :func:`reproduce`).
@@ -112,11 +114,28 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
     if main:
         configs["main"] = main_configs(profile, seeds, **main)
     for part in parts or configs:
-        summary = run_many(configs[part], profile, root=root, download=download, **sweep)
+        if part == "smoothness":
+            summary = _smoothness(configs[part], profile, root, download)
+        else:
+            summary = run_many(configs[part], profile, root=root, download=download, **sweep)
         if summary.trained:
             _record_wall_time(profile, part, summary)
         yield part, summary
     write_index(profile, root=root, download=download)
+
+
+def _smoothness(configs: list[Config], profile: str, root, download: bool) -> Summary:
+    """The smoothness probes of ``configs`` (:func:`normlab.book.smoothness.smoothness`),
+    found or trained one after another in this process."""
+    start = time.perf_counter()
+    summary = Summary(configs, "this process, one run at a time")
+    data = data_for(configs, root, download)
+    for config in configs:
+        subset = data[(config.train_subset, config.test_subset)]
+        (summary.found if smoothness_found(config, subset, profile) else summary.trained).append(config)
+        smoothness(config, subset, profile=profile)
+    summary.seconds = time.perf_counter() - start
+    return summary
 
 
 def _record_wall_time(profile: str, part: str, summary) -> None:

@@ -189,7 +189,9 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
     (:func:`main_configs`), ``precision`` (batch norm, seed 0, in each of
     :data:`PRECISIONS`), ``ablations`` (:func:`ablations`, repeats included), ``sweep``
     (:func:`batch_size_sweep`), ``lr`` (:func:`lr_tolerance`), ``budget``
-    (:func:`budgets`) and ``smallbatch`` (:func:`small_batch_repairs`)."""
+    (:func:`budgets`), ``smallbatch`` (:func:`small_batch_repairs`) and ``smoothness``
+    (:data:`WHY_NORMS` in the study setting, trained again with the smoothness probe of
+    :mod:`normlab.book.smoothness`; their plain runs are in ``lr``)."""
     return {
         "main": main_configs(profile, seeds),
         "precision": [book_config("batch", profile, precision=p) for p in PRECISIONS],
@@ -198,4 +200,5 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
         "lr": lr_tolerance(profile),
         "budget": budgets(profile),
         "smallbatch": [c for configs in small_batch_repairs(profile).values() for c in configs],
+        "smoothness": [study_config(norm, profile=profile) for norm in WHY_NORMS],
     }

@@ -1,0 +1,111 @@
+"""Smoothness of the loss along the training path (Santurkar et al. 2018, Sec. 3.1 and
+Figure 4), measured on this book's network.
+
+Every ``every`` steps of a training run, :class:`SmoothnessProbe` looks along the gradient
+``g`` of the current batch: at the points ``theta - m * lr * g`` for each multiplier ``m``
+of :data:`MULTIPLIERS` (``lr``: the step's learning rate) it computes the batch's loss and
+gradient, and records
+
+- ``loss_range``: the largest minus the smallest of those losses (nats): how much the loss
+  varies over the distances a step might travel ("variation of the loss");
+- ``gradient_change``: the largest distance between the gradient there and at ``theta``
+  ("gradient predictiveness": small when the gradient stays a good guide);
+- ``beta``: the largest ratio of that distance to the distance travelled, an estimate of
+  the gradient's local Lipschitz constant ("effective beta-smoothness").
+
+The probe restores the weights and buffers it moved, so the run trains exactly as without
+it. :func:`smoothness` caches each run's probes as JSON beside the results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..data import CIFAR10
+from ..store import atomic_write_json
+from ..train import Config, Pipeline, fit
+from .cache import cache_key, results_dir
+from .runs import prepare_data, resolve_profile, train_mode
+
+#: Step multipliers of the probe: the points ``theta - m * lr * g`` it looks at.
+MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+class SmoothnessProbe:
+    """An ``on_step`` probe for :func:`normlab.fit` (see the module docstring); ``rows``
+    collects one dict per probed step: ``step``, ``lr``, ``loss_range``,
+    ``gradient_change`` and ``beta``."""
+
+    def __init__(self, every: int, multipliers: tuple[float, ...] = MULTIPLIERS):
+        self.every, self.multipliers, self.rows = every, multipliers, []
+
+    def __call__(self, step: int, model: nn.Module, batch_loss, lr: float) -> None:
+        if step % self.every:
+            return
+        params = [p for p in model.parameters() if p.requires_grad]
+        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        try:
+            g = torch.autograd.grad(batch_loss(), params)
+            g_norm = math.sqrt(sum(float(x.float().square().sum()) for x in g))
+            losses, changes, betas = [], [], []
+            for m in self.multipliers:
+                with torch.no_grad():
+                    for p, gi in zip(params, g):
+                        p.sub_(m * lr * gi)
+                loss = batch_loss()
+                g_here = torch.autograd.grad(loss, params)
+                change = math.sqrt(sum(float((a.float() - b.float()).square().sum())
+                                       for a, b in zip(g_here, g)))
+                losses.append(loss.item())
+                changes.append(change)
+                betas.append(change / max(m * lr * g_norm, 1e-12))
+                model.load_state_dict(saved)
+        finally:
+            model.load_state_dict(saved)
+        self.rows.append({"step": step, "lr": lr, "loss_range": max(losses) - min(losses),
+                          "gradient_change": max(changes), "beta": max(betas)})
+
+
+#: Steps between two probes.
+EVERY = 20
+
+
+def _path(config: Config, data: CIFAR10, profile: str, every: int):
+    return (results_dir() / profile /
+            f"smoothness-{config.norm}-{cache_key(config, data, profile)}-every{every}.json")
+
+
+def smoothness_found(config: Config, data: CIFAR10, profile: str, every: int = EVERY) -> bool:
+    """Whether the probes of ``config`` on ``data`` are in the results folder."""
+    return _path(config, data, profile, every).exists()
+
+
+def smoothness(config: Config, data: CIFAR10 | None = None, every: int = EVERY,
+               profile: str | None = None, retrain: bool = False) -> pd.DataFrame:
+    """The probes of a run of ``config`` (:class:`SmoothnessProbe` every ``every`` steps),
+    from ``results_dir()/<profile>/smoothness-<norm>-<key>.json`` or, if missing (or with
+    ``retrain``), by training it here and saving them there, atomically.
+
+    Raises:
+        FileNotFoundError: missing, and ``$NORMLAB_TRAIN`` is ``never``.
+    """
+    profile = resolve_profile(profile)
+    data = data if data is not None else prepare_data(config)
+    path = _path(config, data, profile, every)
+    if path.exists() and not retrain:
+        return pd.DataFrame(json.loads(path.read_text())["probes"])
+    if train_mode() == "never":
+        raise FileNotFoundError(f"No smoothness probes {path} for {config}, and "
+                                f"NORMLAB_TRAIN=never forbids training them: run `python -m "
+                                f"normlab reproduce --parts smoothness` and commit results/.")
+    probe = SmoothnessProbe(every)
+    fit(config.build_model(), data, config, Pipeline.for_config(config, data), progress=False,
+        on_step=probe)
+    atomic_write_json({"config": json.loads(json.dumps(config.__dict__)), "every": every,
+                       "data": data.identity, "probes": probe.rows}, path)
+    return pd.DataFrame(probe.rows)

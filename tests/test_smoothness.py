@@ -1,0 +1,58 @@
+"""The smoothness probe looks along the gradient without changing the run."""
+
+import torch
+
+from normlab import Config, fit
+from normlab.book.smoothness import MULTIPLIERS, SmoothnessProbe, smoothness
+
+
+def tiny(**changes):
+    return Config(**{"epochs": 1, "batch_size": 25, "lr": 0.05, "widths": (8,) * 6, **changes})
+
+
+def test_a_probed_run_trains_the_same_weights_as_an_unprobed_one(tiny_data):
+    config = tiny(norm="batch")
+    plain, probed = config.build_model(), config.build_model()
+    fit(plain, tiny_data, config, progress=False)
+    probe = SmoothnessProbe(every=3)
+    fit(probed, tiny_data, config, progress=False, on_step=probe)
+    for (name, a), b in zip(plain.state_dict().items(), probed.state_dict().values()):
+        assert torch.equal(a, b), name                  # weights and running statistics
+    assert [row["step"] for row in probe.rows] == [3, 6]       # 8 steps of 25 images
+    for row in probe.rows:
+        assert row["loss_range"] >= 0 and row["gradient_change"] > 0 and row["beta"] > 0
+
+
+def test_beta_is_the_gradient_change_over_the_distance_travelled(tiny_data):
+    # a model whose loss is quadratic in its only weight: the gradient changes linearly
+    # with the step, so every multiplier gives the same ratio, the curvature
+    model = torch.nn.Linear(1, 1, bias=False)
+    x = torch.ones(4, 1)
+
+    def batch_loss():
+        return (3.0 * model(x).square()).mean()             # loss = 3 w^2, curvature 6
+
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    probe = SmoothnessProbe(every=1, multipliers=MULTIPLIERS)
+    probe(1, model, batch_loss, lr=0.01)
+    assert abs(probe.rows[0]["beta"] - 6.0) < 1e-3
+    assert model.weight.item() == 1.0                       # restored
+
+
+def test_smoothness_is_cached(tiny_data, monkeypatch):
+    config = tiny(norm="group")
+    first = smoothness(config, tiny_data, every=4, profile="full")
+    monkeypatch.setattr("normlab.book.smoothness.fit", None)  # found, not trained again
+    again = smoothness(config, tiny_data, every=4, profile="full")
+    assert first.equals(again) and list(first["step"]) == [4, 8]
+
+
+def test_the_smoothness_figure_draws_both_measures_for_every_norm(tiny_data):
+    from normlab.book.plots import plot_smoothness
+
+    probes = {n: smoothness(tiny(norm=n), tiny_data, every=4, profile="full")
+              for n in ("batch", "none")}
+    fig = plot_smoothness(probes)
+    assert [len(ax.get_lines()) for ax in fig.axes] == [2, 2]
+    assert list(fig.axes[1].get_lines()[0].get_ydata()) == list(probes["batch"]["beta"])
