@@ -56,3 +56,12 @@ def test_the_smoothness_figure_draws_both_measures_for_every_norm(tiny_data):
     fig = plot_smoothness(probes)
     assert [len(ax.get_lines()) for ax in fig.axes] == [2, 2]
     assert list(fig.axes[1].get_lines()[0].get_ydata()) == list(probes["batch"]["beta"])
+
+
+def test_short_runs_are_probed_at_every_step(tiny_data):
+    from normlab.book.smoothness import PROBES, probe_interval
+
+    config = tiny(norm="layer")                       # 200 images, batch 25: 8 steps
+    assert probe_interval(config, tiny_data) == 1
+    assert probe_interval(tiny(epochs=100), tiny_data) == 800 // PROBES
+    assert list(smoothness(config, tiny_data, profile="full")["step"]) == list(range(1, 9))

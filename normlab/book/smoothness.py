@@ -71,8 +71,8 @@ class SmoothnessProbe:
                           "gradient_change": max(changes), "beta": max(betas)})
 
 
-#: Steps between two probes.
-EVERY = 20
+#: Probes per training run, spread evenly over its steps.
+PROBES = 50
 
 
 def _path(config: Config, data: CIFAR10, profile: str, every: int):
@@ -80,22 +80,33 @@ def _path(config: Config, data: CIFAR10, profile: str, every: int):
             f"smoothness-{config.norm}-{cache_key(config, data, profile)}-every{every}.json")
 
 
-def smoothness_found(config: Config, data: CIFAR10, profile: str, every: int = EVERY) -> bool:
+def probe_interval(config: Config, data: CIFAR10) -> int:
+    """Steps between two probes: :data:`PROBES` probes over the run, at least one step
+    apart."""
+    steps = config.epochs * -(-len(data.train_labels) // config.batch_size)
+    return max(1, steps // PROBES)
+
+
+def smoothness_found(config: Config, data: CIFAR10, profile: str,
+                     every: int | None = None) -> bool:
     """Whether the probes of ``config`` on ``data`` are in the results folder."""
-    return _path(config, data, profile, every).exists()
+    return _path(config, data, profile, every or probe_interval(config, data)).exists()
 
 
-def smoothness(config: Config, data: CIFAR10 | None = None, every: int = EVERY,
+def smoothness(config: Config, data: CIFAR10 | None = None, every: int | None = None,
                profile: str | None = None, retrain: bool = False) -> pd.DataFrame:
-    """The probes of a run of ``config`` (:class:`SmoothnessProbe` every ``every`` steps),
-    from ``results_dir()/<profile>/smoothness-<norm>-<key>.json`` or, if missing (or with
-    ``retrain``), by training it here and saving them there, atomically.
+    """The probes of a run of ``config`` (:class:`SmoothnessProbe` every ``every`` steps,
+    default :func:`probe_interval`), from
+    ``results_dir()/<profile>/smoothness-<norm>-<key>-every<n>.json`` or, if missing (or
+    with ``retrain``), by training it here and saving them there, atomically. Columns
+    ``step``, ``lr``, ``loss_range``, ``gradient_change``, ``beta``.
 
     Raises:
         FileNotFoundError: missing, and ``$NORMLAB_TRAIN`` is ``never``.
     """
     profile = resolve_profile(profile)
     data = data if data is not None else prepare_data(config)
+    every = every or probe_interval(config, data)
     path = _path(config, data, profile, every)
     if path.exists() and not retrain:
         return pd.DataFrame(json.loads(path.read_text())["probes"])
