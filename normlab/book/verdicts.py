@@ -205,6 +205,18 @@ class SmallBatchCost:
                 f"{rise(self.group)}; batch norm's rise is {self.gap.amount()} group norm's, "
                 f"{self.gap.verdict()} ({self.gap.evidence()}).")
 
+    def short(self) -> str:
+        """The verdict without the intervals, e.g. ``"Wu and He's finding holds here:
+        from batch size 128 to 2 batch norm's test error rises 9.09 points, group norm's
+        falls 1.77."``"""
+        def rise(d):
+            return f"{'rises' if d.difference >= 0 else 'falls'} {abs(d.difference):.2f}"
+
+        sizes = f"from {self.batch.b} to {self.batch.a.removeprefix('batch size ')}"
+        return (f"Wu and He's finding {'holds' if self.holds else 'does not hold'} here: "
+                f"{sizes} batch norm's test error {rise(self.batch)} points, group norm's "
+                f"{rise(self.group)}.")
+
 
 def small_batch_cost(error: Mapping[str, Mapping[int, float]], small: int, reference: int,
                      sd: float, df: int) -> SmallBatchCost:
