@@ -53,7 +53,7 @@ def test_predictions_mark_each_wrong_prediction_in_red(runs, tiny_data):
 
 
 def test_shared_mistakes_against_independence(runs):
-    table = shared_mistakes([runs[0], runs[2]])["wrong test images"]
+    table = shared_mistakes({r.config.norm: r for r in (runs[0], runs[2])}.values())["wrong test images"]
     wrong = wrong_sets([runs[0], runs[2]])
     n = len(runs[0].test_labels)
     assert table["all of them"] == len(wrong["batch"] & wrong["group"])

@@ -87,6 +87,7 @@ def shared_mistakes(results: Sequence[Result]) -> pd.DataFrame:
     how many all would get wrong if their mistakes were independent (the number of images
     times the product of the error rates). Indexed by norm label, then ``all of them``
     and ``all, if independent``."""
+    results = list(results)
     wrong = wrong_sets(results)
     n = len(results[0].test_labels)
     expected = n * float(np.prod([len(s) / n for s in wrong.values()]))
