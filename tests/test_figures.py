@@ -41,6 +41,11 @@ def test_confusion_shows_the_first_model_then_the_others_minus_it(runs, tiny_dat
     assert np.allclose(first.sum(axis=1)[first.sum(axis=1) > 0], 100)
     assert np.allclose(second.sum(axis=1), 0, atol=1e-4)        # difference of two rows of 100
     assert "minus BatchNorm" in fig.axes[1].get_title()
+    # the sign: the second model's share of true class c predicted as c, minus the first's
+    c = int(tiny_data.test_labels[0])
+    share = [100 * ((r.test_probs.argmax(dim=1) == c) & (r.test_labels == c)).sum().item()
+             / (r.test_labels == c).sum().item() for r in (runs[0], runs[2])]
+    assert second[c, c] == pytest.approx(share[1] - share[0], abs=1e-3)
 
 
 def test_predictions_mark_each_wrong_prediction_in_red(runs, tiny_data):
@@ -54,11 +59,13 @@ def test_predictions_mark_each_wrong_prediction_in_red(runs, tiny_data):
 
 
 def test_shared_mistakes_against_independence(runs):
-    table = shared_mistakes([runs[0], runs[2]])["wrong test images"]
+    table = shared_mistakes({r.config.norm: r for r in (runs[0], runs[2])}.values())["wrong test images"]
     wrong = wrong_sets([runs[0], runs[2]])
     n = len(runs[0].test_labels)
     assert table["all of them"] == len(wrong["batch"] & wrong["group"])
     assert table["all, if independent"] == round(len(wrong["batch"]) * len(wrong["group"]) / n)
+    with pytest.raises(ValueError, match="one run per norm"):
+        shared_mistakes(runs)
 
 
 def test_effects_and_seed_accuracies_draw_every_value(runs):

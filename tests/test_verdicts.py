@@ -29,7 +29,7 @@ def test_welch_finds_the_batch_norm_lead_over_group_norm_beyond_the_noise():
     assert (d.high - d.low) / 2 > 2 * se                      # t, not z, with ~4 df
     assert d.low > 0 and d.beyond_noise and d.p_value < 0.05
     assert d.sentence().startswith("BatchNorm is 0.49 points above GroupNorm (95% interval ")
-    assert d.sentence().endswith("Welch's t test, p = 0.02): beyond the noise.")
+    assert d.sentence().endswith("Welch's t test, p = 0.0227): beyond the noise.")
 
 
 def test_welch_calls_overlapping_seeds_noise():
@@ -77,6 +77,9 @@ def test_every_phrase_reads_as_english():
     below = Difference("A", "B", -1.234, -2.0, -0.5, 0.0004, "paired t test")
     assert level.sentence() == ("A is level with B (95% interval -0.50 to 0.50 points, "
                                 "Welch's t test, p = 0.90): within the noise.")
+    near = Difference("A", "B", 1.0, 0.01, 2.0, 0.0496, "t")
+    assert near.short().endswith("p = 0.0496)") and near.beyond_noise
+    assert Difference("A", "B", 1.0, -0.01, 2.0, 0.0504, "t").short().endswith("p = 0.0504)")
     assert below.sentence() == ("A is 1.23 points below B (95% interval -2.00 to -0.50 "
                                 "points, paired t test, p < 0.001): beyond the noise.")
     assert below.short() == "A vs B (-1.23 points, p < 0.001)"
@@ -113,6 +116,7 @@ def test_all_pairs_follow_the_order_of_the_groups():
     (lambda: against_noise([1.0], [0.0], sd=0.0, df=3), "positive standard deviation"),
     (lambda: pooled_sd([[1.0], [2.0]]), "repeated runs"),
     (lambda: times(0.0), "positive number"),
+    (lambda: moves({}), "at least one difference"),
 ])
 def test_bad_input_is_refused_with_what_to_do(call, message):
     with pytest.raises(ValueError, match=message):
@@ -128,10 +132,12 @@ def test_small_batch_cost_holds_only_when_batch_norm_rises_beyond_the_noise_and_
         2 * 0.5 * stats.t.ppf(0.975, 6))                       # two rises: se = 2 sd
     assert holds.sentence().startswith(
         "Wu and He's finding holds here: batch norm's test error rises 8.00 points (")
+    assert holds.short() == ("Wu and He's finding holds here: from batch size 128 to 2, batch "
+                             "norm's test error rises 8.00 points, group norm's rises 0.50.")
     both = small_batch_cost({"batch": {2: 30.0, 128: 22.0}, "group": {2: 29.5, 128: 22.0}},
                             2, 128, sd=0.5, df=6)
     assert not both.holds                                      # both rise alike
-    assert "batch norm's rise is 0.50 points above group norm's, within the noise" in (
+    assert "batch norm's change is 0.50 points above group norm's, within the noise" in (
         both.sentence())
     falls = small_batch_cost({"batch": {2: 21.5, 128: 22.0}, "group": {2: 23.0, 128: 23.5}},
                              2, 128, sd=0.5, df=6)

@@ -86,7 +86,15 @@ def shared_mistakes(results: Sequence[Result]) -> pd.DataFrame:
     """How many test images each result gets wrong, how many all of them get wrong, and
     how many all would get wrong if their mistakes were independent (the number of images
     times the product of the error rates). Indexed by norm label, then ``all of them``
-    and ``all, if independent``."""
+    and ``all, if independent``.
+
+    Raises:
+        ValueError: two results of the same norm (compare one run per norm).
+    """
+    results = list(results)
+    if len({r.config.norm for r in results}) < len(results):
+        raise ValueError("shared_mistakes compares one run per norm; got several runs of "
+                         "one norm: pick one seed (normlab.book.report.by_norm).")
     wrong = wrong_sets(results)
     n = len(results[0].test_labels)
     expected = n * float(np.prod([len(s) / n for s in wrong.values()]))
