@@ -26,8 +26,8 @@ MAIN = Config()
 #: mirrored crops on the evidence of the ``augmentation`` part of :func:`book_parts`).
 STUDY = replace(MAIN, epochs=10, train_subset=10_000, crop_padding=4, crop_padding_mode="constant")
 #: What the smoke profile changes in each preset (sizes only).
-SMOKE_SIZES = {MAIN: {"epochs": 1, "train_subset": 2000, "test_subset": 1000},
-               STUDY: {"epochs": 1, "train_subset": 1000, "test_subset": 1000}}
+SMOKE_SIZES = {MAIN: {"epochs": 1, "train_subset": 2000, "test_subset": 500},
+               STUDY: {"epochs": 1, "train_subset": 1000, "test_subset": 500}}
 
 #: The main models of the book, and the seeds each is trained with.
 BOOK_NORMS = ("batch", "layer", "group")
