@@ -16,10 +16,22 @@ def tiny(**changes):
     return Config(**{"epochs": 2, "batch_size": 25, "lr": 0.05, "widths": (8,) * 6, **changes})
 
 
-@pytest.fixture
-def runs(tiny_data):
-    return [run(tiny(norm=n, seed=s), tiny_data, progress=False)
-            for n in ("batch", "group") for s in (0, 1)]
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two seeds of batch and group norm on the tiny data, trained once for this module's
+    tests, in a results folder of their own."""
+    from conftest import CLASSES, synthetic_images
+
+    from normlab.data import CIFAR10
+
+    data = CIFAR10(*synthetic_images(200, 0), *synthetic_images(50, 1), CLASSES, "synthetic-test")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NORMLAB_RESULTS", str(tmp_path_factory.mktemp("results")))
+        env.setenv("NORMLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+        for name in ("NORMLAB_DATA", "NORMLAB_PROFILE", "NORMLAB_TRAIN"):
+            env.delenv(name, raising=False)
+        return [run(tiny(norm=n, seed=s), data, progress=False)
+                for n in ("batch", "group") for s in (0, 1)]
 
 
 def test_curves_draw_the_mean_over_seeds_and_their_range(runs):

@@ -194,7 +194,7 @@ def test_results_of_a_part_and_the_index_of_what_is_found(tmp_path):
     assert (results_dir() / "smoke" / "index.csv").read_text().startswith("part,norm,seed,")
     rows = index[index["part"] == "main"]
     assert len(rows) == len(BOOK_SEEDS) * len(BOOK_NORMS) and (rows["preset"] == "main").all()
-    assert set(rows["changes"].fillna("")) == {"epochs=1 train_subset=2000 test_subset=1000"}
+    assert set(rows["changes"].fillna("")) == {"epochs=1 train_subset=2000 test_subset=500"}
     assert all((results_dir() / "smoke" / f).exists() for f in rows["file"])
     assert set(index["part"]) <= {"main", "precision"}        # nothing else was trained
 

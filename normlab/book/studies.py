@@ -26,8 +26,8 @@ MAIN = Config()
 #: The studies' setting: the recipe on a training subset, for fewer epochs.
 STUDY = replace(MAIN, epochs=10, train_subset=10_000)
 #: What the smoke profile changes in each preset (sizes only).
-SMOKE_SIZES = {MAIN: {"epochs": 1, "train_subset": 2000, "test_subset": 1000},
-               STUDY: {"epochs": 1, "train_subset": 1000, "test_subset": 1000}}
+SMOKE_SIZES = {MAIN: {"epochs": 1, "train_subset": 2000, "test_subset": 500},
+               STUDY: {"epochs": 1, "train_subset": 1000, "test_subset": 500}}
 
 #: The main models of the book, and the seeds each is trained with.
 BOOK_NORMS = ("batch", "layer", "group")
