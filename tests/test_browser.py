@@ -87,6 +87,8 @@ def test_every_page_reads_cleanly(site, browser):
         errors = [e for e in messages if "net::ERR" not in e and "Failed to load resource" not in e]
         if errors:
             problems.append(f"{name}: console errors {errors}")
+        if page.query_selector("article .math") and not page.query_selector("script[src*='mathjax']"):
+            problems.append(f"{name}: has equations but does not load MathJax")
         text = page.inner_text("article") if page.query_selector("article") else ""
         if ("Traceback (most recent call last)" in text
                 or page.query_selector(".output.traceback, .output.error")):

@@ -47,10 +47,10 @@ def test_two_single_runs_spread_sqrt_two_times_one_run():
     assert (d.high - d.low) / 2 == pytest.approx(1.96 * math.sqrt(2), rel=1e-3)
     # The ablations' case: -2.72 points for one run against one, run-to-run sd 1.1 (6 df)
     # is not beyond the noise, though it exceeds 2 sd = 2.2.
-    ablation = against_noise([78.0 - 2.72], [78.0], sd=1.1, df=6, a_name="lr x2",
+    ablation = against_noise([78.0 - 2.72], [78.0], sd=1.1, df=6, a_name="Peak lr x2",
                              b_name="the recipe")
     assert not ablation.beyond_noise
-    assert ablation.sentence().startswith("lr x2 is 2.72 points below the recipe (")
+    assert ablation.sentence().startswith("Peak lr x2 is 2.72 points below the recipe (")
     assert "6 degrees of freedom" in ablation.sentence()
     # A mean over three seeds against one run: the standard error shrinks accordingly.
     assert against_noise([1.0], [0.0, 0.0, 0.0], 1.0, 6).high - 1.0 < (
@@ -83,6 +83,8 @@ def test_every_phrase_reads_as_english():
     assert below.sentence() == ("A is 1.23 points below B (95% interval -2.00 to -0.50 "
                                 "points, paired t test, p < 0.001): beyond the noise.")
     assert below.short() == "A vs B (-1.23 points, p < 0.001)"
+    lower = Difference("no norm's error", "B", 1.0, 0.5, 1.5, 0.01, "t")
+    assert lower.sentence().startswith("No norm's error is 1.00 points above B")
     assert listing([]) == "none" and listing([], "no change") == "no change"
     assert listing(["A"]) == "A" and listing(["A", "B"]) == "A and B"
     assert listing(["A", "B", "C"]) == "A, B and C"
@@ -131,7 +133,8 @@ def test_small_batch_cost_holds_only_when_batch_norm_rises_beyond_the_noise_and_
     assert holds.gap.high - holds.gap.difference == pytest.approx(
         2 * 0.5 * stats.t.ppf(0.975, 6))                       # two rises: se = 2 sd
     assert holds.sentence().startswith(
-        "Wu and He's finding holds here: batch norm's test error rises 8.00 points (")
+        "Wu and He's finding holds here. From batch size 128 to 2, batch norm's test error "
+        "changes by +8.00 points (")
     assert holds.short() == ("Wu and He's finding holds here: from batch size 128 to 2, batch "
                              "norm's test error rises 8.00 points, group norm's rises 0.50.")
     both = small_batch_cost({"batch": {2: 30.0, 128: 22.0}, "group": {2: 29.5, 128: 22.0}},
@@ -141,5 +144,6 @@ def test_small_batch_cost_holds_only_when_batch_norm_rises_beyond_the_noise_and_
         both.sentence())
     falls = small_batch_cost({"batch": {2: 21.5, 128: 22.0}, "group": {2: 23.0, 128: 23.5}},
                              2, 128, sd=0.5, df=6)
-    assert not falls.holds and "test error falls 0.50 points" in falls.sentence()
+    assert not falls.holds and "test error changes by -0.50 points" in falls.sentence()
+    assert "; group norm's by -0.50 points (" in falls.sentence()
     assert "is level with group norm's" in falls.sentence()

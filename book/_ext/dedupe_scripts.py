@@ -3,7 +3,9 @@
 sphinx-thebe adds its configuration script on every "env-before-read-docs" event, which
 Jupyter Book 1 fires more than once per build, so every
 page declared ``const THEBE_JS_URL`` twice and the browser reported a SyntaxError. This
-keeps the first of any identical script (same file, same inline body).
+keeps the first of any identical script (same file, same inline body). It edits the
+page's list in place: that list is the builder's, to which handlers that run later
+(MathJax, on pages with equations) still add their scripts.
 """
 
 def _dedupe(app, pagename, templatename, context, doctree):
@@ -14,7 +16,7 @@ def _dedupe(app, pagename, templatename, context, doctree):
         if key not in seen:
             seen.add(key)
             kept.append(script)
-    context["script_files"] = kept
+    context["script_files"][:] = kept
 
 def setup(app):
     app.connect("html-page-context", _dedupe, priority=1)  # first: a later handler may end the event

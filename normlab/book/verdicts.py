@@ -74,7 +74,8 @@ class Difference:
     def sentence(self) -> str:
         """One sentence, e.g. ``"BatchNorm is 0.49 points above GroupNorm (95% interval
         0.21 to 0.77 points, Welch's t test, p = 0.004): beyond the noise."``"""
-        return f"{self.a} is {self.amount()} {self.b} ({self.evidence()}): {self.verdict()}."
+        sentence = f"{self.a} is {self.amount()} {self.b} ({self.evidence()}): {self.verdict()}."
+        return sentence[0].upper() + sentence[1:]
 
     def short(self) -> str:
         """``"BatchNorm vs GroupNorm (+0.49 points, p = 0.004)"``."""
@@ -194,17 +195,19 @@ class SmallBatchCost:
         return all(d.beyond_noise and d.difference > 0 for d in (self.batch, self.gap))
 
     def sentence(self) -> str:
-        """E.g. ``"Wu and He's finding holds here: batch norm's test error rises 6.1 points
-        (...), group norm's 0.4 points (...), and the difference of the rises, 5.7 points,
-        is beyond the noise (...)."``"""
-        def rise(d):
-            word = "rises" if d.difference >= 0 else "falls"
-            return f"{word} {abs(d.difference):.2f} points ({d.evidence()})"
+        """E.g. ``"Wu and He's finding holds here. From batch size 128 to 2, batch norm's
+        test error changes by +6.10 points (...), beyond the noise; group norm's by +0.40
+        points (...), within the noise; batch norm's change is 5.70 points above group
+        norm's, beyond the noise (...)."``"""
+        def change(d):
+            return f"by {d.difference:+.2f} points ({d.evidence()}), {d.verdict()}"
 
-        return (f"Wu and He's finding {'holds' if self.holds else 'does not hold'} here: "
-                f"batch norm's test error {rise(self.batch)}, group norm's "
-                f"{rise(self.group)}; batch norm's change is {self.gap.amount()} group "
-                f"norm's, {self.gap.verdict()} ({self.gap.evidence()}).")
+        sizes = f"from {self.batch.b} to {self.batch.a.removeprefix('batch size ')}"
+        return (f"Wu and He's finding {'holds' if self.holds else 'does not hold'} here. "
+                f"{sizes[0].upper() + sizes[1:]}, batch norm's test error changes "
+                f"{change(self.batch)}; group norm's {change(self.group)}; batch norm's change "
+                f"is {self.gap.amount()} group norm's, {self.gap.verdict()} "
+                f"({self.gap.evidence()}).")
 
     def short(self) -> str:
         """The verdict without the intervals, e.g. ``"Wu and He's finding holds here:
