@@ -77,6 +77,10 @@ class Difference:
         sentence = f"{self.a} is {self.amount()} {self.b} ({self.evidence()}): {self.verdict()}."
         return sentence[0].upper() + sentence[1:]
 
+    def _sizes(self) -> str:
+        """``"from batch size 128 to 2"``, read off the rises' names."""
+        return f"from {self.batch.b} to {self.batch.a.removeprefix('batch size ')}"
+
     def short(self) -> str:
         """``"BatchNorm vs GroupNorm (+0.49 points, p = 0.004)"``."""
         return f"{self.a} vs {self.b} ({self.difference:+.2f} points, {_p(self.p_value)})"
@@ -202,12 +206,16 @@ class SmallBatchCost:
         def change(d):
             return f"by {d.difference:+.2f} points ({d.evidence()}), {d.verdict()}"
 
-        sizes = f"from {self.batch.b} to {self.batch.a.removeprefix('batch size ')}"
+        sizes = self._sizes()
         return (f"Wu and He's finding {'holds' if self.holds else 'does not hold'} here. "
                 f"{sizes[0].upper() + sizes[1:]}, batch norm's test error changes "
                 f"{change(self.batch)}; group norm's {change(self.group)}; batch norm's change "
                 f"is {self.gap.amount()} group norm's, {self.gap.verdict()} "
                 f"({self.gap.evidence()}).")
+
+    def _sizes(self) -> str:
+        """``"from batch size 128 to 2"``, read off the rises' names."""
+        return f"from {self.batch.b} to {self.batch.a.removeprefix('batch size ')}"
 
     def short(self) -> str:
         """The verdict without the intervals, e.g. ``"Wu and He's finding holds here:
@@ -216,7 +224,7 @@ class SmallBatchCost:
         def rise(d):
             return f"{'rises' if d.difference >= 0 else 'falls'} {abs(d.difference):.2f}"
 
-        sizes = f"from {self.batch.b} to {self.batch.a.removeprefix('batch size ')},"
+        sizes = f"{self._sizes()},"
         return (f"Wu and He's finding {'holds' if self.holds else 'does not hold'} here: "
                 f"{sizes} batch norm's test error {rise(self.batch)} points, group norm's "
                 f"{rise(self.group)}.")
