@@ -1,6 +1,7 @@
 """The verdict module: known cases, every phrase in a sentence, refusals."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import pytest
 from scipy import stats
 
 from normlab.book.verdicts import (Difference, against_noise, all_pairs, listing, moves, paired,
-                                   pairs_beyond, pooled_sd, small_batch_cost, times, welch)
+                                   pairs_beyond, pooled_sd, small_batch_cost, standing, times,
+                                   welch)
 
 
 def around(mean, sd):
@@ -97,6 +99,13 @@ def test_every_phrase_reads_as_english():
     assert moves({"BatchNorm": below, "GroupNorm": below}, "the error") == (
         "the error falls beyond the noise for BatchNorm and GroupNorm")
     assert moves({"BatchNorm": level}) == "the test accuracy stays within the noise for BatchNorm"
+    ahead, behind = (Difference("A", b, d, d - 0.5, d + 0.5, 0.01, "t")
+                     for b, d in (("B", 1.0), ("C", -1.0)))
+    assert "A is " + standing([ahead, behind, replace(level, b="D")]) == (
+        "A is ahead of B, behind C and level within the noise with D")
+    assert "A is " + standing([level, replace(level, b="C")]) == (
+        "A is level within the noise with B and C")
+    assert "A is " + standing([ahead, replace(ahead, b="C")]) == "A is ahead of B and C"
     assert times(1.02) == "about as long as"
     assert times(1.34) == "1.3 times as long as"
     assert times(0.77) == "23% less time than"
@@ -119,6 +128,9 @@ def test_all_pairs_follow_the_order_of_the_groups():
     (lambda: pooled_sd([[1.0], [2.0]]), "repeated runs"),
     (lambda: times(0.0), "positive number"),
     (lambda: moves({}), "at least one difference"),
+    (lambda: standing([]), "differences of one thing"),
+    (lambda: standing([Difference("A", "B", 1, 0, 2, 0.01, "t"),
+                       Difference("C", "B", 1, 0, 2, 0.01, "t")]), "differences of one thing"),
 ])
 def test_bad_input_is_refused_with_what_to_do(call, message):
     with pytest.raises(ValueError, match=message):

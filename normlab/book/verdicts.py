@@ -12,8 +12,8 @@ in points. Tests are two-sided at the level :data:`ALPHA`; intervals have
   judged with the run-to-run standard deviation of repeated runs (:func:`pooled_sd`): the
   difference of two single runs spreads ``sqrt(2)`` times as much as one run.
 - :func:`small_batch_cost`: Wu and He's small-batch finding, as a test.
-- :func:`all_pairs`, :func:`pairs_beyond`, :func:`moves`, :func:`listing`, :func:`times`:
-  the phrases built on them.
+- :func:`all_pairs`, :func:`pairs_beyond`, :func:`moves`, :func:`standing`,
+  :func:`listing`, :func:`times`: the phrases built on them.
 """
 
 from __future__ import annotations
@@ -287,6 +287,25 @@ def moves(differences: Mapping[str, Difference], what: str = "the test accuracy"
         ("stays", "within the noise", lambda d: not d.beyond_noise))
         if any(test(d) for d in differences.values())]
     return f"{what} {listing(clauses)}"
+
+
+def standing(differences: Sequence[Difference]) -> str:
+    """Where one thing stands against others, from its differences to each (``a`` the same
+    in all), as one clause: e.g. ``"ahead of LayerNorm, behind InstanceNorm and level
+    within the noise with GroupNorm"``.
+
+    Raises:
+        ValueError: no differences, or differences that do not share their ``a``.
+    """
+    if len({d.a for d in differences}) != 1:
+        raise ValueError("standing needs differences of one thing (the same a) to others; "
+                         f"got a = {sorted({d.a for d in differences})}.")
+    clauses = [f"{where} {listing([d.b for d in differences if test(d)])}" for where, test in (
+        ("ahead of", lambda d: d.beyond_noise and d.difference > 0),
+        ("behind", lambda d: d.beyond_noise and d.difference < 0),
+        ("level within the noise with", lambda d: not d.beyond_noise))
+        if any(test(d) for d in differences)]
+    return listing(clauses)
 
 
 def times(ratio: float, tolerance: float = 0.05) -> str:
