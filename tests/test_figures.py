@@ -42,6 +42,9 @@ def test_curves_draw_the_mean_over_seeds_and_their_range(runs):
     assert line.get_label() == "BatchNorm, test (2 seeds)"
     band = ax_loss.collections[0].get_paths()[0].vertices[:, 1]
     assert np.isclose(band.min(), batch.min()) and np.isclose(band.max(), batch.max())
+    train = np.asarray([r.history.train_cross_entropy for r in runs[:2]])
+    assert ax_loss.get_lines()[1].get_label() == "BatchNorm, train (2 seeds)"
+    np.testing.assert_allclose(ax_loss.get_lines()[1].get_ydata(), train.mean(axis=0))
     assert [line.get_label() for line in ax_acc.get_lines()] == [
         "BatchNorm, test (2 seeds)", "BatchNorm, train (2 seeds)",
         "GroupNorm, test (2 seeds)", "GroupNorm, train (2 seeds)"]

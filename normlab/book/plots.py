@@ -32,14 +32,14 @@ def _as_image(image: torch.Tensor) -> np.ndarray:
 
 
 def plot_curves(results: Result | Sequence[Result], labels: Sequence[str] | None = None):
-    """Test loss and accuracy per epoch, one colour per norm: with several runs (seeds) of
-    a norm, the mean over them as a line and their range as a band.
+    """Loss and accuracy per epoch, one colour per norm: with several runs (seeds) of a
+    norm, the mean over them as a line and their range as a band.
 
-    Left panel: test loss, plain cross-entropy (nats per image). The training loss is not
-    drawn next to it: it is the label-smoothed objective, whose floor lies far above zero,
-    measured on augmented images while the weights change. Right panel: accuracy (percent),
-    test (solid) and train (dashed; running over each epoch's augmented batches).
-    ``labels`` names the norms in order of appearance (default :data:`normlab.NORM_LABELS`).
+    Left panel: plain cross-entropy (nats per image), test (solid) and train (dashed; the
+    running mean over each epoch's augmented batches, without the label smoothing the
+    training objective adds). Right panel: accuracy (percent), test (solid) and train
+    (dashed, measured the same way). ``labels`` names the norms in order of appearance
+    (default :data:`normlab.NORM_LABELS`).
     """
     results = [results] if isinstance(results, Result) else list(results)
     by_norm: dict[str, list[Result]] = {}
@@ -52,6 +52,7 @@ def plot_curves(results: Result | Sequence[Result], labels: Sequence[str] | None
         seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
         for ax, metric, scale, style, name in (
                 (ax_loss, "test_loss", 1, "-", "test"),
+                (ax_loss, "train_cross_entropy", 1, "--", "train"),
                 (ax_acc, "test_accuracy", 100, "-", "test"),
                 (ax_acc, "train_accuracy", 100, "--", "train")):
             values = scale * np.asarray([getattr(r.history, metric) for r in runs])
@@ -61,7 +62,7 @@ def plot_curves(results: Result | Sequence[Result], labels: Sequence[str] | None
             if len(runs) > 1:
                 ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=color,
                                 alpha=0.2, linewidth=0)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats per image)", title="Test loss")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats per image)", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
