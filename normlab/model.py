@@ -48,8 +48,8 @@ ORDERS = ("conv-relu-norm", "conv-norm-relu")
 
 class StandardizedConv2d(nn.Conv2d):
     """:class:`torch.nn.Conv2d` whose weights are standardized before use: each output
-    channel's weights (C_in * kH * kW values) minus their mean, divided by their standard
-    deviation (plus ``eps``). Weight Standardization, Qiao et al. 2019, Eq. 5; meant for
+    channel's weights (C_in / groups * kH * kW values) minus their mean, divided by
+    ``sqrt(variance + eps)``. Weight Standardization, Qiao et al. 2019, Eq. 5; meant for
     layers followed by group or layer norm. Same shapes and parameters as Conv2d."""
 
     def __init__(self, *args, eps: float = 1e-5, **kwargs):
@@ -58,9 +58,8 @@ class StandardizedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        mean = w.mean(dim=(1, 2, 3), keepdim=True)
-        std = w.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
-        return self._conv_forward(x, (w - mean) / (std + self.eps), self.bias)
+        var, mean = torch.var_mean(w, dim=(1, 2, 3), correction=0, keepdim=True)
+        return self._conv_forward(x, (w - mean) / torch.sqrt(var + self.eps), self.bias)
 
 
 class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):

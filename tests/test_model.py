@@ -76,6 +76,14 @@ def test_standardized_convolution_uses_zero_mean_unit_variance_weights():
     w = conv.weight
     w_hat = (w - w.mean((1, 2, 3), keepdim=True)) / w.std((1, 2, 3), keepdim=True, unbiased=False)
     torch.testing.assert_close(conv(x), F.conv2d(x, w_hat, padding=1), atol=1e-4, rtol=1e-4)
+    # eps sits under the square root (Eq. 5): weights whose variance is far below it are
+    # divided by about sqrt(eps), not by their own standard deviation.
+    with torch.no_grad():
+        conv.weight.mul_(1e-4)
+    w = conv.weight
+    w_hat = (w - w.mean((1, 2, 3), keepdim=True)) / torch.sqrt(
+        w.var((1, 2, 3), keepdim=True, unbiased=False) + conv.eps)
+    torch.testing.assert_close(conv(x), F.conv2d(x, w_hat, padding=1), atol=1e-5, rtol=1e-4)
     assert Net("group", weight_standardization=True).C1.conv.__class__ is StandardizedConv2d
     assert Net("group").C1.conv.__class__ is nn.Conv2d
 
