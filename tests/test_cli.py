@@ -47,6 +47,13 @@ def test_reproduce_trains_every_book_model_per_seed_in_parallel(image_folder, ca
     times = wall_times("full")
     assert list(times.index) == ["main"] and times.loc["main", "trained"] == 6
     assert times.loc["main", "where"].startswith("2 workers x 1 thread on ")
+    # Resumed with a third seed: the record covers both calls, so the six earlier runs
+    # count as trained, not found.
+    main(["reproduce", "--parts", "main", "--epochs", "1", "--batch-size", "16", "--seeds", "0", "1",
+          "2", "--workers", "2", "--data", str(image_folder)])
+    resumed = wall_times("full").loc["main"]
+    assert (resumed["trained"], resumed["found"], resumed["calls"]) == (9, 0, 2)
+    assert resumed["minutes"] >= times.loc["main", "minutes"]
 
 
 def test_data_prints_the_sizes_and_the_content_identity(image_folder, capsys):

@@ -139,18 +139,26 @@ def _smoothness(configs: list[Config], profile: str, root, download: bool) -> Su
 
 
 def _record_wall_time(profile: str, part: str, summary) -> None:
+    """Record the wall time of ``part``. A call that resumed the part (it found every run
+    that the recorded calls trained or found) adds its time to theirs: the record covers
+    every call that trained the part's results, across interrupted sessions."""
     path = results_dir() / profile / WALL_TIMES_NAME
     times = json.loads(path.read_text()) if path.exists() else {}
-    times[part] = {"minutes": round(summary.seconds / 60, 1), "trained": len(summary.trained),
-                   "found": len(summary.found), "where": summary.where,
-                   "date": datetime.date.today().isoformat()}
+    before = times.get(part)
+    resumed = before and before["trained"] + before["found"] <= len(summary.found)
+    earlier = (before["minutes"], before["trained"], before.get("calls", 1)) if resumed else (0, 0, 0)
+    times[part] = {"minutes": round(earlier[0] + summary.seconds / 60, 1),
+                   "trained": earlier[1] + len(summary.trained),
+                   "found": len(summary.found) - earlier[1], "calls": earlier[2] + 1,
+                   "where": summary.where, "date": datetime.date.today().isoformat()}
     atomic_write_json(times, path)
 
 
 def wall_times(profile: str | None = None) -> pd.DataFrame:
-    """The wall time (minutes) of the last :func:`reproduce` of each part that trained
-    something, with how many runs it trained and found, where and when; empty where
-    none was recorded."""
+    """The wall time (minutes) of the :func:`reproduce` calls that trained each part's
+    results (summed over the calls that resumed it), with how many runs they trained, how
+    many they found already there, how many calls, where and when the last ran; empty
+    where none was recorded."""
     path = results_dir() / (resolve_profile(profile)) / WALL_TIMES_NAME
     times = json.loads(path.read_text()) if path.exists() else {}
     return pd.DataFrame.from_dict(times, orient="index").rename_axis("part")
