@@ -218,6 +218,9 @@ class Diverged(FloatingPointError):
         super().__init__(message)
         self.epoch, self.step, self.lr, self.history = epoch, step, lr, history
 
+    def __reduce__(self):   # pickled whole, as worker processes send it back
+        return type(self), (str(self), self.epoch, self.step, self.lr, self.history)
+
 
 @dataclass
 class History:

@@ -3,6 +3,7 @@
 import json
 import re
 import os
+import pickle
 import platform
 import stat
 
@@ -90,6 +91,8 @@ def test_a_diverged_run_is_a_result_that_says_where_it_diverged(tiny_data, monke
     with pytest.raises(Diverged, match=r"at epoch 1, step \d+") as error:
         fit(config.build_model(), tiny_data, config, progress=False)
     assert isinstance(error.value, FloatingPointError) and error.value.epoch == 1
+    copy = pickle.loads(pickle.dumps(error.value))          # as a worker process sends it
+    assert (str(copy), copy.step, copy.lr) == (str(error.value), error.value.step, error.value.lr)
     result = run(config, tiny_data, progress=False)
     assert result.diverged and result.info["diverged"]["epoch"] == 1
     assert result.info["diverged"]["lr"] > 0 and result.history.test_accuracy == []
