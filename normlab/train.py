@@ -385,8 +385,9 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
     ``model``). ``on_step(step, model, batch_loss, lr)``, if given, is called after each
     backward pass and before the optimizer step (``step`` counted from 1 over the whole
     run; ``batch_loss()`` recomputes the training loss of the current batch with the
-    current weights; ``lr`` the step's learning rate): a probe, which must leave the
-    model's weights and buffers as it found them.
+    current weights, in fp32 whatever the precision of training; ``lr`` the step's
+    learning rate): a probe, which must leave the model's weights and buffers as it found
+    them.
 
     Raises:
         Diverged: a FloatingPointError: the loss became NaN or infinite; the message
@@ -427,7 +428,7 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
             scaler.scale(loss).backward()
             if on_step is not None:
                 on_step((epoch - 1) * steps_per_epoch + step, model,
-                        functools.partial(_batch_loss, model, x, labels, pipeline, config),
+                        functools.partial(_batch_loss, model, x, labels, config),
                         schedule.get_last_lr()[0])
             scaler.step(optimizer)
             scaler.update()
@@ -447,11 +448,11 @@ def fit(model: nn.Module, data: CIFAR10, config: Config, pipeline: Pipeline | No
     return history
 
 
-def _batch_loss(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, pipeline: Pipeline,
+def _batch_loss(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
                 config: Config) -> torch.Tensor:
-    """The training loss of one batch, as :func:`fit` computes it."""
-    with pipeline.autocast():
-        return F.cross_entropy(model(x), labels, label_smoothing=config.label_smoothing)
+    """The training loss of one batch, as :func:`fit` computes it but in fp32 (outside
+    autocast, which :func:`fit` enters for its forward pass only)."""
+    return F.cross_entropy(model(x.float()), labels, label_smoothing=config.label_smoothing)
 
 
 def _format_epoch(epoch: int, history: History) -> str:

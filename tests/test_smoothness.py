@@ -14,7 +14,7 @@ def test_a_probed_run_trains_the_same_weights_as_an_unprobed_one(tiny_data):
     config = tiny(norm="batch")
     plain, probed = config.build_model(), config.build_model()
     fit(plain, tiny_data, config, progress=False)
-    probe = SmoothnessProbe(every=3)
+    probe = SmoothnessProbe(every=3, eta=config.lr)
     fit(probed, tiny_data, config, progress=False, on_step=probe)
     for (name, a), b in zip(plain.state_dict().items(), probed.state_dict().values()):
         assert torch.equal(a, b), name                  # weights and running statistics
@@ -34,10 +34,29 @@ def test_beta_is_the_gradient_change_over_the_distance_travelled(tiny_data):
 
     with torch.no_grad():
         model.weight.fill_(1.0)
-    probe = SmoothnessProbe(every=1, multipliers=MULTIPLIERS)
-    probe(1, model, batch_loss, lr=0.01)
+    probe = SmoothnessProbe(every=1, eta=0.01, multipliers=MULTIPLIERS)
+    probe(1, model, batch_loss, lr=1e-5)
     assert abs(probe.rows[0]["beta"] - 6.0) < 1e-3
     assert model.weight.item() == 1.0                       # restored
+    # the distances are multiples of eta, whatever the step's rate: from w = 1, the loss
+    # 3 w^2 falls to 3 (1 - 6 * 4 * 0.01)^2 at the largest multiplier, 4
+    assert abs(probe.rows[0]["loss_range"] - (3 * (1 - 6 * 0.0025) ** 2 - 3 * (1 - 6 * 0.04) ** 2)) < 1e-4
+
+
+def test_the_probe_computes_in_fp32_in_a_bf16_run(tiny_data):
+    config = tiny(norm="batch", precision="bf16")
+    trained, probed = [], []
+
+    def on_step(step, model, batch_loss, lr):
+        hook = model.C1.conv.register_forward_hook(lambda m, i, out: probed.append(out.dtype))
+        batch_loss()
+        hook.remove()
+
+    model = config.build_model()
+    model.C1.conv.register_forward_hook(lambda m, i, out: trained.append(out.dtype))
+    fit(model, tiny_data, config, progress=False, on_step=on_step)
+    assert torch.bfloat16 in trained                          # the training steps
+    assert set(probed) == {torch.float32}                     # the probes
 
 
 def test_smoothness_is_cached(tiny_data, monkeypatch):

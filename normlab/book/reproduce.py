@@ -126,14 +126,22 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
 
 def _smoothness(configs: list[Config], profile: str, root, download: bool) -> Summary:
     """The smoothness probes of ``configs`` (:func:`normlab.book.smoothness.smoothness`),
-    found or trained one after another in this process."""
+    found or trained one after another in this process; a run that fails is reported in
+    the summary, as :func:`normlab.book.sweep.run_many` does, and the others go on."""
     start = time.perf_counter()
     summary = Summary(configs, "this process, one run at a time")
     data = data_for(configs, root, download)
     for config in configs:
         subset = data[(config.train_subset, config.test_subset)]
-        (summary.found if smoothness_found(config, subset, profile) else summary.trained).append(config)
-        smoothness(config, subset, profile=profile)
+        if smoothness_found(config, subset, profile):
+            summary.found.append(config)
+            continue
+        try:
+            smoothness(config, subset, profile=profile)
+        except Exception as error:   # reported, and the part goes on
+            summary.failed.append((config, f"{type(error).__name__}: {error}".splitlines()[0]))
+        else:
+            summary.trained.append(config)
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -2,9 +2,9 @@
 Figure 4), measured on this book's network.
 
 Every ``every`` steps of a training run, :class:`SmoothnessProbe` looks along the gradient
-``g`` of the current batch: at the points ``theta - m * lr * g`` for each multiplier ``m``
-of :data:`MULTIPLIERS` (``lr``: the step's learning rate) it computes the batch's loss and
-gradient, and records
+``g`` of the current batch: at the points ``theta - m * eta * g`` for each multiplier ``m``
+of :data:`MULTIPLIERS` it computes the batch's loss and gradient, in fp32 whatever the
+run's precision (bf16 would round away most of these small moves), and records
 
 - ``loss_range``: the largest minus the smallest of those losses (nats): how much the loss
   varies over the distances a step might travel ("variation of the loss");
@@ -13,14 +13,19 @@ gradient, and records
 - ``beta``: the largest ratio of that distance to the distance travelled, an estimate of
   the gradient's local Lipschitz constant ("effective beta-smoothness").
 
-The probe restores the weights and buffers it moved, so the run trains exactly as without
-it. :func:`smoothness` caches each run's probes as JSON beside the results.
+``eta`` is the run's peak learning rate (``Config.lr``), the same at every probe: the
+paper trained with a constant rate and probed at multiples of it, whereas the rate of a
+OneCycle step varies a thousandfold over the run, and probing at multiples of it would
+draw the schedule rather than the landscape. The probe restores the weights and buffers it
+moved, so the run trains exactly as without it. :func:`smoothness` caches each run's
+probes as JSON beside the results.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 
 import pandas as pd
 import torch
@@ -32,17 +37,18 @@ from ..train import Config, Pipeline, fit
 from .cache import cache_key, results_dir
 from .runs import prepare_data, resolve_profile, train_mode
 
-#: Step multipliers of the probe: the points ``theta - m * lr * g`` it looks at.
+#: Step multipliers of the probe: the points ``theta - m * eta * g`` it looks at.
 MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 class SmoothnessProbe:
-    """An ``on_step`` probe for :func:`normlab.fit` (see the module docstring); ``rows``
-    collects one dict per probed step: ``step``, ``lr``, ``loss_range``,
-    ``gradient_change`` and ``beta``."""
+    """An ``on_step`` probe for :func:`normlab.fit` (see the module docstring), every
+    ``every`` steps at distances ``m * eta * |g|``; ``rows`` collects one dict per probed
+    step: ``step``, ``lr`` (the step's learning rate), ``loss_range``, ``gradient_change``
+    and ``beta``."""
 
-    def __init__(self, every: int, multipliers: tuple[float, ...] = MULTIPLIERS):
-        self.every, self.multipliers, self.rows = every, multipliers, []
+    def __init__(self, every: int, eta: float, multipliers: tuple[float, ...] = MULTIPLIERS):
+        self.every, self.eta, self.multipliers, self.rows = every, eta, multipliers, []
 
     def __call__(self, step: int, model: nn.Module, batch_loss, lr: float) -> None:
         if step % self.every:
@@ -56,14 +62,14 @@ class SmoothnessProbe:
             for m in self.multipliers:
                 with torch.no_grad():
                     for p, gi in zip(params, g):
-                        p.sub_(m * lr * gi)
+                        p.sub_(m * self.eta * gi)
                 loss = batch_loss()
                 g_here = torch.autograd.grad(loss, params)
                 change = math.sqrt(sum(float((a.float() - b.float()).square().sum())
                                        for a, b in zip(g_here, g)))
                 losses.append(loss.item())
                 changes.append(change)
-                betas.append(change / max(m * lr * g_norm, 1e-12))
+                betas.append(change / max(m * self.eta * g_norm, 1e-12))
                 model.load_state_dict(saved)
         finally:
             model.load_state_dict(saved)
@@ -114,9 +120,9 @@ def smoothness(config: Config, data: CIFAR10 | None = None, every: int | None = 
         raise FileNotFoundError(f"No smoothness probes {path} for {config}, and "
                                 f"NORMLAB_TRAIN=never forbids training them: run `python -m "
                                 f"normlab reproduce --parts smoothness` and commit results/.")
-    probe = SmoothnessProbe(every)
+    probe = SmoothnessProbe(every, config.lr)
     fit(config.build_model(), data, config, Pipeline.for_config(config, data), progress=False,
         on_step=probe)
-    atomic_write_json({"config": json.loads(json.dumps(config.__dict__)), "every": every,
+    atomic_write_json({"config": json.loads(json.dumps(asdict(config))), "every": every,
                        "data": data.identity, "probes": probe.rows}, path)
     return pd.DataFrame(probe.rows)
