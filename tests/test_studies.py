@@ -205,13 +205,24 @@ def test_reestimated_batch_statistics_are_those_of_the_given_images(tiny_data):
     model = result.model()
     before = model.C1.norm.running_mean.clone()
     pipeline = Pipeline.for_config(config, tiny_data)
-    images = tiny_data.train_images[:100]
+    # two batches of 50 that differ (the second one's images inverted): their means spread
+    images = torch.cat([tiny_data.train_images[:50], 255 - tiny_data.train_images[:50]])
     adapted = reestimate_batch_statistics(model, images, pipeline, batch_size=50)
     with torch.no_grad(), pipeline.autocast():
         c1 = model.C1
         received = c1.relu(c1.conv(pipeline.inputs(images))).float()   # C1's norm input
     torch.testing.assert_close(adapted.C1.norm.running_mean, received.mean(dim=(0, 2, 3)),
                                atol=2e-2, rtol=2e-2)
+    # the population variance over all 100 images, not the mean of the two batches' own
+    # variances (which leaves out how far the batch means spread)
+    population = received.var(dim=(0, 2, 3), correction=1)
+    torch.testing.assert_close(adapted.C1.norm.running_var, population, atol=1e-4, rtol=1e-3)
+    per_batch = torch.stack([b.var(dim=(0, 2, 3)) for b in received.split(50)]).mean(dim=0)
+    assert not torch.allclose(per_batch, population, atol=1e-4, rtol=1e-2)
     torch.testing.assert_close(model.C1.norm.running_mean, before)      # original unchanged
     assert not adapted.training and adapted.C1.norm.momentum == model.C1.norm.momentum
     assert not torch.allclose(adapted.C1.norm.running_mean, before)
+    plain = Config(epochs=1, batch_size=25, lr=0.05, widths=(8,) * 6, norm="group").build_model()
+    copied = reestimate_batch_statistics(plain, images, pipeline)
+    assert copied is not plain and all(torch.equal(a, b) for a, b in zip(
+        plain.state_dict().values(), copied.state_dict().values()))

@@ -124,30 +124,42 @@ def batch_statistics_accuracy(model: nn.Module, images: torch.Tensor, labels: to
 @torch.no_grad()
 def reestimate_batch_statistics(model: nn.Module, images: torch.Tensor, pipeline: Pipeline,
                                 batch_size: int = 500) -> nn.Module:
-    """A copy of ``model`` whose batch-norm layers hold the mean and variance of the
-    activations they receive over ``images`` (uint8 (N, 3, H, W), no augmentation),
-    instead of the running averages of training; the original is left unchanged.
+    """A copy of ``model`` whose batch-norm layers hold the mean and the (unbiased)
+    variance, per channel, of the activations they receive over all of ``images`` (uint8
+    (N, 3, H, W), no augmentation), instead of the running averages of training; the
+    original is left unchanged.
 
-    Each layer's statistics are the equally weighted average over the batches of
-    ``batch_size`` images (PyTorch's ``momentum=None``) of the per-batch mean and unbiased
-    variance, in one pass in training mode (each layer normalizing with its batch's
-    statistics, as in training): the statistics of the final weights ("precise BN", Wu &
-    Johnson 2021, Sec. 3), not a moving average over weights that changed during training. On shifted test images this
-    is test-time adaptation (Schneider et al. 2020). Returns the copy in evaluation mode.
-    Models without batch norm are returned as copies, unchanged.
+    One pass in batches of ``batch_size`` images, in training mode (each layer normalizing
+    with its batch's statistics, as in training), summing each channel's values and squares:
+    the population statistics of the final weights ("precise BN", Wu & Johnson 2021,
+    Sec. 3), not a moving average over weights that changed during training. On shifted
+    test images this is test-time adaptation (Schneider et al. 2020). Returns the copy in
+    evaluation mode; a model without batch norm comes back as an unchanged copy.
     """
     model = pipeline.place(copy.deepcopy(model))
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None                  # cumulative average over the batches
+    sums = {layer: [0, 0.0, 0.0] for layer in layers}     # values per channel, sum, squares
+
+    def accumulate(layer, inputs):
+        x = inputs[0].detach().double().transpose(0, 1).flatten(1)     # (C, values)
+        total = sums[layer]
+        total[0] += x.shape[1]
+        total[1] += x.sum(dim=1)
+        total[2] += x.square().sum(dim=1)
+
+    hooks = [layer.register_forward_pre_hook(accumulate) for layer in layers]
     model.eval()
     for layer in layers:
         layer.train()
-    for batch, _ in batches(images, images, batch_size):
-        with pipeline.autocast():
-            model(pipeline.inputs(batch))
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
+    try:
+        for batch, _ in batches(images, images, batch_size):
+            with pipeline.autocast():
+                model(pipeline.inputs(batch))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for layer, (n, total, squares) in sums.items():
+        mean = total / n
+        layer.running_mean.copy_(mean)
+        layer.running_var.copy_((squares / n - mean.square()) * n / (n - 1))
     return model.eval()
