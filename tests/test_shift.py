@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from torchvision.transforms.v2 import functional as TF
 
 from normlab import Config, Pipeline
 from normlab.book import run
-from normlab.book.chapters import shift_summary
+from normlab.book.chapters import shift_drops, shift_summary
 from normlab.book.shift import SEVERITIES, SHIFTS, shift, shift_table
 
 
@@ -27,10 +28,16 @@ def test_contrast_and_brightness_are_what_their_names_say(tiny_data):
     assert low.std(dim=(1, 2, 3)).mean() < images.std(dim=(1, 2, 3)).mean()
     bright = shift(tiny_data.test_images[:20], "brightness", 1).float()
     assert bright.mean() > images.mean()
-    assert SEVERITIES["jpeg"][1] == 75          # the JPEG copy's quality
+    # blur is a Gaussian of the given standard deviation, not cut short by its kernel
+    blurred = shift(tiny_data.test_images[:20], "blur", 3)
+    sigma = SEVERITIES["blur"][2]
+    full = TF.gaussian_blur(tiny_data.test_images[:20], kernel_size=31, sigma=sigma)
+    assert (blurred.int() - full.int()).abs().max() <= 1
 
 
-def test_unknown_shifts_are_refused():
+def test_unknown_shifts_and_images_not_uint8_are_refused():
+    with pytest.raises(ValueError, match=r"uint8 images \(N, 3, H, W\) on the CPU.*float32"):
+        shift(torch.zeros(1, 3, 8, 8), "blur", 1)
     with pytest.raises(ValueError, match="Unknown shift 'fog'. Valid values are gaussian"):
         shift(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "fog", 1)
     with pytest.raises(ValueError, match="severity must be 1, 2 or 3"):
@@ -38,18 +45,26 @@ def test_unknown_shifts_are_refused():
 
 
 def test_shift_table_adapts_batch_norm_only(tiny_data):
-    configs = [Config(norm=n, epochs=1, batch_size=25, lr=0.05, widths=(8,) * 6)
-               for n in ("batch", "group")]
+    configs = [Config(norm=n, seed=s, epochs=1, batch_size=25, lr=0.05, widths=(8,) * 6)
+               for s in (0, 1) for n in ("batch", "group")]
     results = [run(c, tiny_data, progress=False) for c in configs]
     pipeline = Pipeline.for_config(configs[0], tiny_data)
     table = shift_table(results, tiny_data.test_images, tiny_data.test_labels, pipeline)
     per_model = 1 + 3 * len(SHIFTS)
-    assert len(table) == 3 * per_model                         # batch twice, group once
+    assert len(table) == 2 * 3 * per_model                  # per seed: batch twice, group once
     assert set(table[table["adapted"]]["norm"]) == {"batch"}
-    clean = table[(table["shift"] == "clean") & ~table["adapted"]].set_index("norm")["accuracy"]
+    clean = table[(table["shift"] == "clean") & ~table["adapted"] & (table["seed"] == 0)
+                  ].set_index("norm")["accuracy"]
     assert clean["batch"] == pytest.approx(100 * results[0].test_accuracy, abs=1e-4)
     assert clean["group"] == pytest.approx(100 * results[1].test_accuracy, abs=1e-4)
+    drops = shift_drops(table)
+    blur = table[(table["norm"] == "group") & (table["seed"] == 1) & (table["shift"] == "blur")]
+    group_clean = 100 * results[3].test_accuracy
+    assert drops.set_index(["norm", "seed", "adapted", "shift"]).loc[
+        ("group", 1, False, "blur"), "drop"] == pytest.approx(group_clean - blur["accuracy"].mean())
     summary = shift_summary(table)
-    assert summary["losses"].startswith("BatchNorm ") and " points and GroupNorm " in summary["losses"]
-    assert summary["adaptation"].startswith(("it recovers ", "it loses "))
-    assert " on average, most under " in summary["adaptation"]
+    assert summary["drops"].startswith("BatchNorm ") and " points and GroupNorm " in summary["drops"]
+    assert summary["differences"].startswith("under gaussian noise, ")
+    assert summary["differences"].count("; under ") == len(SHIFTS) - 1
+    assert summary["adaptation"].startswith("batch norm's test accuracy ")
+    assert "the noise for " in summary["adaptation"]

@@ -9,7 +9,7 @@ from ..train import Pipeline, predict
 from .probes import reestimate_batch_statistics
 from ..norms import NORM_LABELS
 from .report import glue, provenance
-from .verdicts import against_noise, listing
+from .verdicts import against_noise, all_pairs, listing, moves, paired, pairs_beyond
 from .runs import Result, machine_name, prepare_data, run
 from .studies import book_config
 
@@ -124,24 +124,44 @@ def lead_by(results: list[Result], field: str, noise: tuple[float, int],
     return phrases
 
 
-def shift_summary(table: pd.DataFrame) -> dict[str, str]:
-    """From :func:`normlab.book.shift.shift_table`: ``losses``, each norm's mean loss of
-    test accuracy (points) from its clean accuracy over every shift and severity (mean over
-    seeds), and ``adaptation``, what re-estimating batch norm's statistics changes, both as
-    sentences."""
+def shift_drops(table: pd.DataFrame) -> pd.DataFrame:
+    """From :func:`normlab.book.shift.shift_table`: each model's drop of test accuracy
+    (points) from its clean accuracy with running statistics, under each shift, averaged
+    over the three severities. Columns ``norm``, ``seed``, ``adapted``, ``shift``,
+    ``drop``."""
     clean = table[table["shift"] == "clean"].set_index(["norm", "seed", "adapted"])["accuracy"]
-    shifted = table[table["shift"] != "clean"].copy()
-    shifted["loss"] = [clean[(n, s, False)] - a for n, s, a in
-                       zip(shifted["norm"], shifted["seed"], shifted["accuracy"])]
-    plain = shifted[~shifted["adapted"]].groupby("norm", sort=False)["loss"].mean()
-    losses = listing([f"{NORM_LABELS[n]} {loss:.1f} points" for n, loss in plain.items()])
-    adapted = shifted[shifted["adapted"]]
-    if adapted.empty:
-        return {"losses": f"{losses}.", "adaptation": "no batch-norm model was tested."}
-    gain = plain["batch"] - adapted["loss"].mean()
-    best = adapted.groupby("shift")["loss"].mean() - shifted[
-        ~shifted["adapted"] & (shifted["norm"] == "batch")].groupby("shift")["loss"].mean()
-    return {"losses": f"{losses}.",
-            "adaptation": (f"it {'recovers' if gain > 0 else 'loses'} {abs(gain):.1f} points "
-                           f"on average, most under {best.idxmin()} "
-                           f"({-best.min():+.1f} points).")}
+    shifted = table[table["shift"] != "clean"]
+    drops = shifted.assign(drop=[clean[(n, s, False)] - a for n, s, a in
+                                 zip(shifted["norm"], shifted["seed"], shifted["accuracy"])])
+    return (drops.groupby(["norm", "seed", "adapted", "shift"], sort=False)["drop"].mean()
+            .reset_index())
+
+
+def shift_summary(table: pd.DataFrame) -> dict[str, str]:
+    """From :func:`normlab.book.shift.shift_table` (at least two seeds per norm), as
+    sentences: ``drops``, each norm's mean drop over every shift and severity;
+    ``differences``, for each shift, the pairs of norms whose drops differ beyond the noise
+    (Welch's t test over the seeds); ``adaptation``, what re-estimating batch norm's
+    statistics on the shifted images does to its accuracy under each shift (paired t test
+    over the seeds)."""
+    drops = shift_drops(table)
+    plain = drops[~drops["adapted"]]
+    overall = plain.groupby("norm", sort=False)["drop"].mean()
+    sentences = {"drops": listing([f"{NORM_LABELS[n]} {d:.1f} points" for n, d in overall.items()])}
+    per_shift = []
+    for name, rows in plain.groupby("shift", sort=False):
+        groups = {NORM_LABELS[n]: list(r["drop"]) for n, r in rows.groupby("norm", sort=False)}
+        per_shift.append(f"under {name}, {pairs_beyond(all_pairs(groups), 'no pair')}")
+    sentences["differences"] = "; ".join(per_shift)
+    batch = drops[drops["norm"] == "batch"].pivot(index=["shift", "seed"], columns="adapted",
+                                                   values="drop")
+    if batch.empty:
+        sentences["adaptation"] = "no batch-norm model was tested"
+        return sentences
+    # a smaller drop is a higher accuracy: the paired difference of accuracies is
+    # (running-statistics drop) - (re-estimated drop)
+    changes = {name: paired(list(-rows[True]), list(-rows[False]), "re-estimated",
+                            "running statistics")
+               for name, rows in batch.groupby(level="shift", sort=False)}
+    sentences["adaptation"] = moves(changes, "batch norm's test accuracy")
+    return sentences

@@ -1,16 +1,17 @@
 """Distribution shift: the test images re-encoded or corrupted, computed in code.
 
-The corruptions are of the kind of CIFAR-10-C (Hendrycks & Dietterich 2019), made with
-torchvision's image functions at three severities each; ``jpeg`` re-encodes the images at
-decreasing JPEG quality (at quality 75 torchvision's encoder reproduces the JPEG
-re-encoded copy of CIFAR-10 that the book once trained on to within 0.7 of 255 per pixel
-on average, where that copy differs from the canonical pixels by 5.7). :func:`shifted_accuracy` tests a model on them,
-for batch norm optionally with its statistics re-estimated on the shifted images
+The corruptions are inspired by CIFAR-10-C (Hendrycks & Dietterich 2019) but not its
+code or severities: made with torchvision's image functions, three severities each
+(brightness here multiplies the pixels, where CIFAR-10-C adds to the HSV value); ``jpeg``
+re-encodes the images at decreasing JPEG quality (quality 75 is how the JPEG re-encoded
+copy of CIFAR-10 beside this project was made). :func:`shifted_accuracy` tests a model on
+them, for batch norm optionally with its statistics re-estimated on the shifted images
 (test-time adaptation, Schneider et al. 2020).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pandas as pd
@@ -44,7 +45,8 @@ def _jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
 
 _APPLY: dict[str, Callable] = {
     "gaussian noise": lambda x, v, g: _noise(x, v, g),
-    "blur": lambda x, v, g: TF.gaussian_blur(x, kernel_size=5, sigma=v),
+    # the kernel reaches 3 standard deviations either side, where the Gaussian is ~0
+    "blur": lambda x, v, g: TF.gaussian_blur(x, kernel_size=2 * math.ceil(3 * v) + 1, sigma=v),
     "contrast": lambda x, v, g: TF.adjust_contrast(x, v),
     "brightness": lambda x, v, g: TF.adjust_brightness(x, v),
     "jpeg": lambda x, v, g: _jpeg(x, v),
@@ -57,8 +59,13 @@ def shift(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> torc
     ``seed``. Returns uint8 images of the same shape.
 
     Raises:
-        ValueError: an unknown shift or severity.
+        ValueError: an unknown shift or severity, or images that are not uint8
+            (N, 3, H, W) on the CPU.
     """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or (
+            images.device.type != "cpu"):
+        raise ValueError(f"shift takes uint8 images (N, 3, H, W) on the CPU, as CIFAR10 holds "
+                         f"them; got {images.dtype} {tuple(images.shape)} on {images.device}.")
     if name not in SEVERITIES:
         raise ValueError(f"Unknown shift {name!r}. Valid values are {', '.join(SHIFTS)}.")
     if severity not in (1, 2, 3):
