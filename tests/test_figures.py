@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from normlab import Config
+from normlab import Config, Pipeline, predict
 from normlab.book import run
-from normlab.book.chapters import small_batch_repairs
+from normlab.book.chapters import repairs_table
+from normlab.book.probes import reestimate_batch_statistics
 from normlab.book.plots import (plot_against, plot_confusion, plot_curves, plot_effects,
                                 plot_predictions, plot_seed_accuracies, plot_shift)
 from normlab.book.report import shared_mistakes, wrong_sets
@@ -106,14 +107,20 @@ def test_accuracy_against_a_field_marks_diverged_runs_apart(tiny_data):
     assert crosses.get_label() == "no norm, diverged"
 
 
-def test_small_batch_repairs_add_precise_batch_norm(tiny_data):
+def test_repairs_table_adds_precise_batch_norm(tiny_data):
     repairs = {"batch norm": [run(tiny(norm="batch", batch_size=b), tiny_data, progress=False)
                               for b in (5, 25)],
                "group norm": [run(tiny(norm="group"), tiny_data, progress=False)]}
-    table = small_batch_repairs(repairs, tiny_data)
+    table = repairs_table(repairs, tiny_data)
     assert list(table["method"]) == ["batch norm", "batch norm, precise"] * 2 + ["group norm"]
     assert table.iloc[0]["test accuracy (%)"] == pytest.approx(
         100 * repairs["batch norm"][0].test_accuracy)
+    first = repairs["batch norm"][0]
+    pipeline = Pipeline.for_config(first.config, tiny_data)
+    precise = reestimate_batch_statistics(first.model(), tiny_data.train_images, pipeline)
+    predicted = predict(precise, tiny_data.test_images, pipeline).argmax(dim=1)
+    assert table.iloc[1]["test accuracy (%)"] == pytest.approx(
+        100 * (predicted == tiny_data.test_labels).float().mean().item())
 
 
 def test_shift_figure_has_a_panel_per_shift_and_dashes_for_adapted(runs, tiny_data):
@@ -129,15 +136,19 @@ def test_shift_figure_has_a_panel_per_shift_and_dashes_for_adapted(runs, tiny_da
 
 
 def test_lr_tolerance_and_lead_read_as_sentences(tiny_data):
-    from normlab.book.chapters import lead_by, lr_tolerance
+    from normlab.book.chapters import lead_by, lr_tolerance_table
 
     results = [run(tiny(norm="none", lr=lr, label_smoothing=0.0), tiny_data, progress=False)
                for lr in (0.02, 0.05, 1e6)]
-    table = lr_tolerance(results, (1.0, 6))
+    table = lr_tolerance_table(results, (1.0, 6))
     row = table.loc["none"]
     assert row["diverged at"] == "1e+06" and row["best peak lr"] in (0.02, 0.05)
-    assert row["sentence"].startswith("no norm is best at a peak rate of 0.0")
-    assert row["sentence"].endswith("it diverged at 1e+06.")
+    assert row["sentence"].startswith("No norm is best at a peak rate of 0.0")
+    other = "0.05" if row["best peak lr"] == 0.02 else "0.02"
+    assert row["sentence"].endswith((f"within the noise of that at {other}; it diverged at 1e+06.",
+                                     "every other rate that trained; it diverged at 1e+06."))
+    only_diverged = lr_tolerance_table(results[2:], (1.0, 6)).loc["none", "sentence"]
+    assert only_diverged == "No norm diverged at every peak rate tried."
     budget = [run(tiny(norm=n, epochs=e), tiny_data, progress=False)
               for n in ("batch", "group") for e in (1, 2)]
     [(other, phrase)] = lead_by(budget, "epochs", (1.0, 6), unit="epoch").items()

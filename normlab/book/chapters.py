@@ -55,7 +55,7 @@ def history_table(result: Result) -> pd.DataFrame:
     return pd.DataFrame(result.history.rows()).set_index("epoch").round(4)
 
 
-def small_batch_repairs(repairs: dict[str, list[Result]], data: CIFAR10) -> pd.DataFrame:
+def repairs_table(repairs: dict[str, list[Result]], data: CIFAR10) -> pd.DataFrame:
     """Test accuracy (percent) of every run of :func:`normlab.book.studies.small_batch_repairs`
     (method -> results), and for batch norm also with its running statistics re-estimated
     on the training images of ``data`` after training (``"batch norm, precise"``,
@@ -75,7 +75,7 @@ def small_batch_repairs(repairs: dict[str, list[Result]], data: CIFAR10) -> pd.D
     return pd.DataFrame(rows)
 
 
-def lr_tolerance(results: list[Result], noise: tuple[float, int]) -> pd.DataFrame:
+def lr_tolerance_table(results: list[Result], noise: tuple[float, int]) -> pd.DataFrame:
     """Per norm (rows, in order of appearance): the peak learning rate with the best test
     accuracy, that accuracy (percent), the rates whose single run is not below it beyond
     the ``noise`` (:func:`normlab.book.verdicts.against_noise`), the rates at which the run
@@ -84,21 +84,25 @@ def lr_tolerance(results: list[Result], noise: tuple[float, int]) -> pd.DataFram
     for norm in dict.fromkeys(r.config.norm for r in results):
         runs = sorted((r for r in results if r.config.norm == norm), key=lambda r: r.config.lr)
         trained = [r for r in runs if not r.diverged]
-        best = max(trained, key=lambda r: r.test_accuracy)
-        tolerated = [r.config.lr for r in trained if not (
+        diverged = [f"{r.config.lr:g}" for r in runs if r.diverged]
+        best = max(trained, key=lambda r: r.test_accuracy, default=None)
+        tolerated = [f"{r.config.lr:g}" for r in trained if r is not best and not (
             (d := against_noise([100 * r.test_accuracy], [100 * best.test_accuracy], *noise))
             .beyond_noise and d.difference < 0)]
-        diverged = [r.config.lr for r in runs if r.diverged]
-        sentence = (f"{NORM_LABELS[norm]} is best at a peak rate of {best.config.lr:g} "
-                    f"({100 * best.test_accuracy:.1f}%) and within the noise of that from "
-                    f"{min(tolerated):g} to {max(tolerated):g}; "
-                    + (f"it diverged at {listing([f'{lr:g}' for lr in diverged])}."
-                       if diverged else "it never diverged."))
-        rows[norm] = {"best peak lr": best.config.lr,
-                      "best test accuracy (%)": round(100 * best.test_accuracy, 2),
-                      "within the noise of the best": f"{min(tolerated):g} to {max(tolerated):g}",
-                      "diverged at": ", ".join(f"{lr:g}" for lr in diverged) or "none",
-                      "sentence": sentence}
+        if best is None:
+            sentence = f"{NORM_LABELS[norm]} diverged at every peak rate tried."
+        else:
+            sentence = (f"{NORM_LABELS[norm]} is best at a peak rate of {best.config.lr:g} "
+                        f"({100 * best.test_accuracy:.1f}%), "
+                        + (f"and within the noise of that at {listing(tolerated)}; " if tolerated
+                           else "and below it beyond the noise at every other rate that trained; ")
+                        + (f"it diverged at {listing(diverged)}." if diverged
+                           else "it never diverged."))
+        rows[norm] = {"best peak lr": best and best.config.lr,
+                      "best test accuracy (%)": best and round(100 * best.test_accuracy, 2),
+                      "within the noise of the best": ", ".join(tolerated) or "none",
+                      "diverged at": ", ".join(diverged) or "none",
+                      "sentence": sentence[0].upper() + sentence[1:]}
     return pd.DataFrame(rows).T
 
 

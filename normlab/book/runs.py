@@ -174,6 +174,10 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
     ``data`` defaults to :func:`prepare_data` of the config; ``profile`` (default: the
     current profile) names the results folder. The result is written atomically, weights
     and JSON record each, after the run has finished: an interrupted run leaves nothing.
+    A run whose loss became NaN or infinite is a result too, not an error: its
+    ``diverged`` is true, ``info["diverged"]`` gives the epoch, step and learning rate
+    (:class:`normlab.Diverged`), its history holds the epochs completed before, and its
+    accuracies are those of the weights it stopped with.
 
     Raises:
         FileNotFoundError: no cached result, and ``$NORMLAB_TRAIN`` is ``never``.
