@@ -16,7 +16,7 @@ from ..store import atomic_write_json, atomic_write_text
 from ..train import Config
 from .cache import results_dir
 from .runs import Result, data_for, load_result, resolve_profile, run
-from .smoothness import smoothness, smoothness_found
+from .smoothness import probes_path, smoothness, smoothness_found
 from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts, main_configs
 from .sweep import Summary, run_many
 
@@ -85,16 +85,25 @@ def _changes(config: Config) -> tuple[str, str]:
 def write_index(profile: str | None = None, *, root=None, download: bool = True) -> pd.DataFrame:
     """Write ``results/<profile>/index.csv``: one row per result of the book found in the
     results folder (nothing is trained) with its part, norm, seed, preset, the fields that differ
-    from that preset, test accuracy (percent) and file name. Returns the table."""
+    from that preset, test accuracy (percent) and file name (for the ``smoothness`` part, the
+    probes' file; the probed run trains the same weights as the plain one). Returns the
+    table."""
     profile = resolve_profile(profile)
     rows, data = [], _book_data(profile, root, download)
     for part, configs in book_parts(profile).items():
         for r in found(configs, profile, data=data):
+            subset = data[(r.config.train_subset, r.config.test_subset)]
+            if part == "smoothness":
+                path = probes_path(r.config, subset, profile)
+                if not path.exists():
+                    continue
+                file = path.name
+            else:
+                file = f"{r.config.norm}-{r.info['key']}.json"
             preset, changes = _changes(r.config)
             rows.append({"part": part, "norm": r.config.norm, "seed": r.config.seed,
                          "preset": preset, "changes": changes,
-                         "test accuracy (%)": round(100 * r.test_accuracy, 2),
-                         "file": f"{r.config.norm}-{r.info['key']}.json"})
+                         "test accuracy (%)": round(100 * r.test_accuracy, 2), "file": file})
     table = pd.DataFrame(rows)
     text = io.StringIO()
     table.to_csv(text, index=False, quoting=csv.QUOTE_MINIMAL)

@@ -81,7 +81,10 @@ class SmoothnessProbe:
 PROBES = 50
 
 
-def _path(config: Config, data: CIFAR10, profile: str, every: int):
+def probes_path(config: Config, data: CIFAR10, profile: str, every: int | None = None):
+    """Where the probes of ``config`` on ``data`` every ``every`` steps (default
+    :func:`probe_interval`) are cached: ``results_dir()/<profile>/smoothness-<norm>-<key>-every<n>.json``."""
+    every = every or probe_interval(config, data)
     return (results_dir() / profile /
             f"smoothness-{config.norm}-{cache_key(config, data, profile)}-every{every}.json")
 
@@ -96,7 +99,7 @@ def probe_interval(config: Config, data: CIFAR10) -> int:
 def smoothness_found(config: Config, data: CIFAR10, profile: str,
                      every: int | None = None) -> bool:
     """Whether the probes of ``config`` on ``data`` are in the results folder."""
-    return _path(config, data, profile, every or probe_interval(config, data)).exists()
+    return probes_path(config, data, profile, every).exists()
 
 
 def smoothness(config: Config, data: CIFAR10 | None = None, every: int | None = None,
@@ -113,7 +116,7 @@ def smoothness(config: Config, data: CIFAR10 | None = None, every: int | None = 
     profile = resolve_profile(profile)
     data = data if data is not None else prepare_data(config)
     every = every or probe_interval(config, data)
-    path = _path(config, data, profile, every)
+    path = probes_path(config, data, profile, every)
     if path.exists() and not retrain:
         return pd.DataFrame(json.loads(path.read_text())["probes"])
     if train_mode() == "never":
