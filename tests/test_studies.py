@@ -72,7 +72,7 @@ def test_small_batch_repairs_pair_each_model_with_its_reference_batch_size():
     assert [replace(c, weight_standardization=False) for c in ws] == repairs["group norm"]
 
 
-def test_every_part_is_listed_once_and_main_trains_first():
+def test_the_book_has_its_eight_parts_and_main_trains_first():
     parts = book_parts("full")
     assert list(parts)[0] == "main"
     assert set(parts) == {"main", "precision", "ablations", "sweep", "lr", "budget",
