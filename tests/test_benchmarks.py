@@ -28,8 +28,9 @@ def test_throughput_prints_and_writes_one_record(image_folder, tmp_path):
                                                      "+auto_precision", "+keep_freed_memory"]
     assert (record["ablation_images_per_s"]["+keep_freed_memory"]
             == record["normlab_images_per_s"])
+    # GFLOP/s are recorded to 0.1: on a slow or busy machine that rounding is the larger error
     assert record["normlab_gflop_per_s"] == pytest.approx(
-        record["normlab_images_per_s"] * record["training_gflop_per_image"], rel=0.01)
+        record["normlab_images_per_s"] * record["training_gflop_per_image"], rel=0.01, abs=0.05)
     assert record["fraction_of_matmul"] == pytest.approx(
         record["normlab_gflop_per_s"] / record["matmul_gflop_per_s"], abs=0.002)
     assert record["peak_rss_mib"] > 0
