@@ -21,9 +21,11 @@ def test_throughput_prints_and_writes_one_record(image_folder, tmp_path):
     [record] = run_benchmark("throughput.py", "--quick", "--batch-size", "16", "--workers", "2",
                              "--data", str(image_folder), "--output", str(output))
     assert json.loads(output.read_text()) == record
-    # the rates are printed to 0.1 image/s, the speed-up to 0.01: compare relatively
-    assert record["speedup"] == pytest.approx(
-        record["normlab_images_per_s"] / record["baseline_images_per_s"], rel=0.01)
+    # the rates are recorded to 0.1 image/s and the speed-up to 0.01: at the low rates of a
+    # busy machine those roundings, not the arithmetic, set how far the ratio may be off
+    ours, base = record["normlab_images_per_s"], record["baseline_images_per_s"]
+    slack = ours / base * (0.05 / ours + 0.05 / base) + 0.005
+    assert abs(record["speedup"] - ours / base) <= slack
     assert list(record["ablation_images_per_s"]) == ["in_memory_fp32_nchw", "+channels_last",
                                                      "+auto_precision", "+keep_freed_memory"]
     assert (record["ablation_images_per_s"]["+keep_freed_memory"]
