@@ -77,10 +77,6 @@ class Difference:
         sentence = f"{self.a} is {self.amount()} {self.b} ({self.evidence()}): {self.verdict()}."
         return sentence[0].upper() + sentence[1:]
 
-    def _sizes(self) -> str:
-        """``"from batch size 128 to 2"``, read off the rises' names."""
-        return f"from {self.batch.b} to {self.batch.a.removeprefix('batch size ')}"
-
     def short(self) -> str:
         """``"BatchNorm vs GroupNorm (+0.49 points, p = 0.004)"``."""
         return f"{self.a} vs {self.b} ({self.difference:+.2f} points, {_p(self.p_value)})"
@@ -269,6 +265,19 @@ def pairs_beyond(differences: Sequence[Difference], empty: str = "no pair") -> s
     return listing([d.short() for d in differences if d.beyond_noise], empty)
 
 
+def _by_direction(named: Sequence[tuple[str, Difference]],
+                  words: Mapping[str, str]) -> str:
+    """One clause: for each direction of ``words`` (``"up"``, ``"down"``, ``"within"``: beyond
+    the noise and positive, beyond and negative, within the noise), in its order, its word
+    and the names whose difference goes that way, e.g. ``"falls beyond the noise for A and
+    B and stays within the noise for C"``; directions no name goes are left out."""
+    goes = {"up": lambda d: d.beyond_noise and d.difference > 0,
+            "down": lambda d: d.beyond_noise and d.difference < 0,
+            "within": lambda d: not d.beyond_noise}
+    return listing([f"{word} {listing(names)}" for direction, word in words.items()
+                    if (names := [name for name, d in named if goes[direction](d)])])
+
+
 def moves(differences: Mapping[str, Difference], what: str = "the test accuracy") -> str:
     """How ``what`` moves, by name, as one clause: e.g. ``"the test accuracy falls beyond
     the noise for BatchNorm and LayerNorm and stays within the noise for GroupNorm"``.
@@ -278,15 +287,9 @@ def moves(differences: Mapping[str, Difference], what: str = "the test accuracy"
     """
     if not differences:
         raise ValueError("moves needs at least one difference to describe.")
-    def names(test):
-        return listing([name for name, d in differences.items() if test(d)])
-
-    clauses = [f"{verb} {extent} for {names(test)}" for verb, extent, test in (
-        ("falls", "beyond the noise", lambda d: d.beyond_noise and d.difference < 0),
-        ("rises", "beyond the noise", lambda d: d.beyond_noise and d.difference > 0),
-        ("stays", "within the noise", lambda d: not d.beyond_noise))
-        if any(test(d) for d in differences.values())]
-    return f"{what} {listing(clauses)}"
+    return f"{what} " + _by_direction(list(differences.items()), {
+        "down": "falls beyond the noise for", "up": "rises beyond the noise for",
+        "within": "stays within the noise for"})
 
 
 def standing(differences: Sequence[Difference]) -> str:
@@ -300,12 +303,8 @@ def standing(differences: Sequence[Difference]) -> str:
     if len({d.a for d in differences}) != 1:
         raise ValueError("standing needs differences of one thing (the same a) to others; "
                          f"got a = {sorted({d.a for d in differences})}.")
-    clauses = [f"{where} {listing([d.b for d in differences if test(d)])}" for where, test in (
-        ("ahead of", lambda d: d.beyond_noise and d.difference > 0),
-        ("behind", lambda d: d.beyond_noise and d.difference < 0),
-        ("level within the noise with", lambda d: not d.beyond_noise))
-        if any(test(d) for d in differences)]
-    return listing(clauses)
+    return _by_direction([(d.b, d) for d in differences], {
+        "up": "ahead of", "down": "behind", "within": "level within the noise with"})
 
 
 def times(ratio: float, tolerance: float = 0.05) -> str:
