@@ -1,8 +1,11 @@
 """The smoothness probe looks along the gradient without changing the run."""
 
+import sys
+
 import torch
 
 from normlab import Config, fit
+from normlab.book.reproduce import reproduce
 from normlab.book.smoothness import MULTIPLIERS, SmoothnessProbe, smoothness
 
 
@@ -84,3 +87,20 @@ def test_short_runs_are_probed_at_every_step(tiny_data):
     assert probe_interval(config, tiny_data) == 1
     assert probe_interval(tiny(epochs=100), tiny_data) == 800 // PROBES
     assert list(smoothness(config, tiny_data, profile="full")["step"]) == list(range(1, 9))
+
+
+def test_a_failed_probe_run_is_reported_and_the_others_go_on(image_folder, monkeypatch):
+    probed = []
+
+    def probe(config, data, profile):
+        if config.norm == "none":
+            raise FloatingPointError("the loss is NaN\nat step 3")
+        probed.append(config.norm)
+
+    monkeypatch.setattr(sys.modules["normlab.book.reproduce"], "smoothness", probe)
+    (part, summary), = reproduce(["smoothness"], "smoke", root=image_folder)
+    assert part == "smoothness"
+    assert [(c.norm, why) for c, why in summary.failed] == [
+        ("none", "FloatingPointError: the loss is NaN")]
+    assert probed == [c.norm for c in summary.trained] and "batch" in probed
+    assert not summary.found
