@@ -232,6 +232,7 @@ def test_machine_name_names_the_gpu_where_there_is_one():
     cpu = {"processor": "AMD EPYC (family 25, model 17)", "threads": 2, "device": "cpu",
            "gpu": None}
     assert machine_name(cpu) == "AMD EPYC (family 25, model 17), 2 threads, cpu"
+    assert machine_name({**cpu, "threads": 1}) == "AMD EPYC (family 25, model 17), 1 thread, cpu"
     assert machine_name({**cpu, "device": "cuda", "gpu": "NVIDIA H100"}) == (
         "NVIDIA H100 (host CPU: AMD EPYC (family 25, model 17))")
 

@@ -282,7 +282,8 @@ def machine_name(info: dict) -> str:
     (``"AMD EPYC (family 25, model 17), 2 threads, cpu"``)."""
     if info.get("gpu"):
         return f"{info['gpu']} (host CPU: {info['processor']})"
-    return f"{info['processor']}, {info['threads']} threads, {info['device']}"
+    threads = info["threads"]
+    return f"{info['processor']}, {threads} thread{'s' * (threads != 1)}, {info['device']}"
 
 
 @dataclass
