@@ -1,5 +1,7 @@
 """Distribution shifts computed in code, and test-time adaptation of batch norm."""
 
+import sys
+
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -7,7 +9,9 @@ from torchvision.transforms.v2 import functional as TF
 from normlab import Config, Pipeline
 from normlab.book import run
 from normlab.book.chapters import shift_drops, shift_summary
-from normlab.book.shift import SEVERITIES, SHIFTS, shift, shift_table
+from normlab.book.cache import results_dir
+from normlab.book.reproduce import reproduce
+from normlab.book.shift import SEVERITIES, SHIFTS, shift, shift_path, shift_table
 
 
 def test_every_shift_keeps_shape_and_dtype_and_grows_with_severity(tiny_data):
@@ -44,7 +48,7 @@ def test_unknown_shifts_and_images_not_uint8_are_refused():
         shift(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "blur", 4)
 
 
-def test_shift_table_adapts_batch_norm_only(tiny_data):
+def test_shift_table_adapts_batch_norm_only(tiny_data, monkeypatch):
     configs = [Config(norm=n, seed=s, epochs=1, batch_size=25, lr=0.05, widths=(8,) * 6)
                for s in (0, 1) for n in ("batch", "group")]
     results = [run(c, tiny_data, progress=False) for c in configs]
@@ -68,3 +72,17 @@ def test_shift_table_adapts_batch_norm_only(tiny_data):
     assert summary["differences"].count("; under ") == len(SHIFTS) - 1
     assert summary["adaptation"].startswith("batch norm's test accuracy ")
     assert "the noise for " in summary["adaptation"]
+    # each model's rows are kept beside it, and found again without testing anything
+    assert all(shift_path(r).exists() for r in results)
+    monkeypatch.setattr(sys.modules["normlab.book.shift"], "shifted_accuracy", None)
+    assert shift_table(results, tiny_data.test_images, tiny_data.test_labels, pipeline).equals(table)
+
+
+def test_reproduce_tests_the_main_models_under_shift_once(image_folder):
+    tiny = {"batch_size": 16}
+    (_, main), (_, first) = reproduce(["main", "shift"], "smoke", seeds=(0,), main=tiny,
+                                      workers=1, root=image_folder)
+    assert len(main.trained) == 3 and len(first.trained) == 3 and not first.failed
+    (_, again), = reproduce(["shift"], "smoke", seeds=(0,), main=tiny, root=image_folder)
+    assert len(again.found) == 3 and not again.trained
+    assert len(list((results_dir() / "smoke").glob("shift-*.json"))) == 3

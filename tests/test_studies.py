@@ -13,7 +13,7 @@ from normlab.book.probes import (activation_statistics, batch_statistics_accurac
                                  reestimate_batch_statistics, with_batch_statistics)
 from normlab.book.report import accuracy_by, errors_by_batch_size
 from normlab.book.studies import (BOOK_NORMS, BOOK_SEEDS, BUDGET_EPOCHS, LR_GRID, MAIN, RECIPE_CHANGES,
-                                  SMALL_BATCH_SIZE, STUDY, SWEEP_BATCH_SIZES, SWEEP_NORMS,
+                                  SHIFT_SEEDS, SMALL_BATCH_SIZE, STUDY, SWEEP_BATCH_SIZES, SWEEP_NORMS,
                                   WHY_NORMS, ablations, batch_size_sweep, book_parts, budgets,
                                   lr_tolerance, small_batch_repairs, study_config)
 from normlab.data import channel_stats
@@ -72,11 +72,15 @@ def test_small_batch_repairs_pair_each_model_with_its_reference_batch_size():
     assert [replace(c, weight_standardization=False) for c in ws] == repairs["group norm"]
 
 
-def test_the_book_has_its_eight_parts_and_main_trains_first():
+def test_the_book_has_its_nine_parts_and_main_trains_first():
     parts = book_parts("full")
     assert list(parts)[0] == "main"
     assert set(parts) == {"main", "precision", "ablations", "sweep", "lr", "budget",
-                          "smallbatch", "smoothness"}
+                          "smallbatch", "smoothness", "shift"}
+    # shift tests the main models of its seeds, with the main models' changes
+    shorter = book_parts("full", main={"epochs": 5})
+    assert shorter["shift"] == [c for c in shorter["main"] if c.seed in SHIFT_SEEDS]
+    assert {c.epochs for c in shorter["shift"]} == {5}
 
 
 @pytest.mark.parametrize("name, changed", [("residual", {"residual"}), ("order", {"order"}),

@@ -91,7 +91,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 "norm in fp32 and bf16; ablations: the ablation studies; "
                                 "sweep: the batch-size sweep; lr: the learning-rate study; "
                                 "budget: the training-budget study; smallbatch: the "
-                                "small-batch repairs; smoothness: the smoothness probes")
+                                "small-batch repairs; smoothness: the smoothness probes; "
+                                "shift: the main models tested under distribution shift")
     for name, text in (("rf", "print the receptive-field table"),
                        ("summary", "print the torchinfo summary")):
         sub = commands.add_parser(name, help=text)

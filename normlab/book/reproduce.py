@@ -8,16 +8,18 @@ import datetime
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, fields
 
 import pandas as pd
 
 from ..store import atomic_write_json, atomic_write_text
-from ..train import Config
+from ..train import Config, Pipeline
 from .cache import results_dir
 from .runs import Result, data_for, load_result, resolve_profile, run
+from .shift import shift_path, shift_table
 from .smoothness import probes_path, smoothness, smoothness_found
-from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts, main_configs
+from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts
 from .sweep import Summary, run_many
 
 INDEX_NAME = "index.csv"
@@ -85,21 +87,17 @@ def _changes(config: Config) -> tuple[str, str]:
 def write_index(profile: str | None = None, *, root=None, download: bool = True) -> pd.DataFrame:
     """Write ``results/<profile>/index.csv``: one row per result of the book found in the
     results folder (nothing is trained) with its part, norm, seed, preset, the fields that differ
-    from that preset, test accuracy (percent) and file name (for the ``smoothness`` part, the
-    probes' file; the probed run trains the same weights as the plain one). Returns the
-    table."""
+    from that preset, test accuracy (percent) and the name of the file that holds the part's
+    numbers (:func:`_file`). Returns the table."""
     profile = resolve_profile(profile)
     rows, data = [], _book_data(profile, root, download)
     for part, configs in book_parts(profile).items():
         for r in found(configs, profile, data=data):
             subset = data[(r.config.train_subset, r.config.test_subset)]
-            if part == "smoothness":
-                path = probes_path(r.config, subset, profile)
-                if not path.exists():
-                    continue
-                file = path.name
-            else:
-                file = f"{r.config.norm}-{r.info['key']}.json"
+            path = _file(part, r, subset, profile)
+            if not path.exists():
+                continue
+            file = path.name
             preset, changes = _changes(r.config)
             rows.append({"part": part, "norm": r.config.norm, "seed": r.config.seed,
                          "preset": preset, "changes": changes,
@@ -111,20 +109,30 @@ def write_index(profile: str | None = None, *, root=None, download: bool = True)
     return table
 
 
+def _file(part: str, result: Result, data, profile: str):
+    """The file that holds ``result``'s numbers for ``part``: the probes' file for
+    ``smoothness`` (the probed run trains the same weights as the plain one), the
+    accuracies under shift for ``shift``, else the model's record."""
+    if part == "smoothness":
+        return probes_path(result.config, data, profile)
+    if part == "shift":
+        return shift_path(result, profile)
+    return results_dir() / profile / f"{result.config.norm}-{result.info['key']}.json"
+
+
 def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
               seeds: tuple[int, ...] = BOOK_SEEDS, main: dict | None = None,
               root=None, download: bool = True, **sweep):
     """Train (or find) ``parts`` of the book (default: all), part by part, each part's runs
     in parallel (:func:`normlab.book.sweep.run_many`, with ``sweep``'s settings); yield
     ``(part, summary)`` as each part finishes, then rewrite the index (:func:`write_index`).
-    ``main`` changes fields of the main models only (``--epochs`` on the command line)."""
+    ``main`` changes fields of the main models (``--epochs`` on the command line), also
+    where ``shift`` tests them."""
     profile = resolve_profile(profile)
-    configs = book_parts(profile, seeds)
-    if main:
-        configs["main"] = main_configs(profile, seeds, **main)
+    configs = book_parts(profile, seeds, main)
     for part in parts or configs:
-        if part == "smoothness":
-            summary = _smoothness(configs[part], profile, root, download)
+        if part in _IN_THIS_PROCESS:
+            summary = _one_by_one(configs[part], profile, root, download, *_IN_THIS_PROCESS[part])
         else:
             summary = run_many(configs[part], profile, root=root, download=download, **sweep)
         if summary.trained:
@@ -133,20 +141,37 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
     write_index(profile, root=root, download=download)
 
 
-def _smoothness(configs: list[Config], profile: str, root, download: bool) -> Summary:
-    """The smoothness probes of ``configs`` (:func:`normlab.book.smoothness.smoothness`),
-    found or trained one after another in this process; a run that fails is reported in
-    the summary, as :func:`normlab.book.sweep.run_many` does, and the others go on."""
+def _shift_of(config: Config, data, profile: str) -> None:
+    """The shift table of ``config``'s model (:func:`normlab.book.shift.shift_table`)."""
+    shift_table([run(config, data, profile=profile)], data.test_images, data.test_labels,
+                Pipeline.for_config(config, data), profile)
+
+
+#: The parts made in this process, one run after another, not by :func:`run_many`: what
+#: tells whether a run's output is there, and what makes it, each ``(config, data, profile)``.
+_IN_THIS_PROCESS = {
+    "smoothness": (smoothness_found, lambda c, d, p: smoothness(c, d, profile=p)),
+    "shift": (lambda c, d, p: (r := load_result(c, d, p)) is not None and shift_path(r, p).exists(),
+              lambda c, d, p: _shift_of(c, d, p)),
+}
+
+
+def _one_by_one(configs: list[Config], profile: str, root, download: bool,
+                found_: Callable, make: Callable) -> Summary:
+    """Make what ``configs`` need (``make``, where ``found_`` says it is missing), one
+    after another in this process: the smoothness probes and the shift tables. A run that
+    fails is reported in the summary, as :func:`normlab.book.sweep.run_many` does, and the
+    others go on."""
     start = time.perf_counter()
     summary = Summary(configs, "this process, one run at a time")
     data = data_for(configs, root, download)
     for config in configs:
         subset = data[(config.train_subset, config.test_subset)]
-        if smoothness_found(config, subset, profile):
+        if found_(config, subset, profile):
             summary.found.append(config)
             continue
         try:
-            smoothness(config, subset, profile=profile)
+            make(config, subset, profile)
         except Exception as error:   # reported, and the part goes on
             summary.failed.append((config, f"{type(error).__name__}: {error}".splitlines()[0]))
         else:

@@ -6,22 +6,28 @@ code or severities: made with torchvision's image functions, three severities ea
 re-encodes the images at decreasing JPEG quality (quality 75 is how the JPEG re-encoded
 copy of CIFAR-10 beside this project was made). :func:`shifted_accuracy` tests a model on
 them, for batch norm optionally with its statistics re-estimated on the shifted images
-(test-time adaptation, Schneider et al. 2020).
+(test-time adaptation, Schneider et al. 2020); :func:`shift_table` tests every model under
+every shift, and keeps each model's accuracies in the results folder.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
 import torch
 from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
+from ..store import atomic_write_json
 from ..train import Pipeline, predict
+from .cache import results_dir
 from .probes import reestimate_batch_statistics
-from .runs import Result
+from .runs import Result, resolve_profile
 
 #: The three severities of each shift, mildest first, in the units of its parameter.
 SEVERITIES = {
@@ -85,19 +91,32 @@ def shifted_accuracy(result: Result, images: torch.Tensor, labels: torch.Tensor,
     return 100 * (predict(model, images, pipeline).argmax(dim=1) == labels).float().mean().item()
 
 
+def shift_path(result: Result, profile: str | None = None) -> Path:
+    """Where :func:`shift_table` keeps ``result``'s accuracies:
+    ``results_dir()/<profile>/shift-<norm>-<key>.json``, keyed like the model itself."""
+    return (results_dir() / resolve_profile(profile) /
+            f"shift-{result.config.norm}-{result.info['key']}.json")
+
+
 def shift_table(results: list[Result], images: torch.Tensor, labels: torch.Tensor,
-                pipeline: Pipeline) -> pd.DataFrame:
+                pipeline: Pipeline, profile: str | None = None) -> pd.DataFrame:
     """Test accuracy (percent) of every result on the clean images and under every shift
     and severity; batch-norm models also with their statistics re-estimated on each shifted
-    set (``adapted``). Columns ``norm``, ``seed``, ``adapted``, ``shift``, ``severity``
-    (0 for the clean images) and ``accuracy``."""
-    sets = {("clean", 0): images} | {(name, s): shift(images, name, s)
-                                      for name in SHIFTS for s in (1, 2, 3)}
-    rows = []
-    for r in results:
-        for adapt in (False, True) if r.config.norm == "batch" else (False,):
-            for (name, severity), shifted in sets.items():
-                rows.append({"norm": r.config.norm, "seed": r.config.seed, "adapted": adapt,
-                             "shift": name, "severity": severity,
-                             "accuracy": shifted_accuracy(r, shifted, labels, pipeline, adapt)})
-    return pd.DataFrame(rows)
+    set (``adapted``). ``images`` and ``labels`` are the results' own test split. Each
+    model's rows are read from :func:`shift_path`, or computed and written there
+    (atomically). Columns ``norm``, ``seed``, ``adapted``, ``shift``, ``severity`` (0 for
+    the clean images) and ``accuracy``."""
+    missing = [r for r in results if not shift_path(r, profile).exists()]
+    if missing:
+        sets = {("clean", 0): images} | {(name, s): shift(images, name, s)
+                                          for name in SHIFTS for s in (1, 2, 3)}
+    for r in missing:
+        rows = [{"norm": r.config.norm, "seed": r.config.seed, "adapted": adapt,
+                 "shift": name, "severity": severity,
+                 "accuracy": shifted_accuracy(r, shifted, labels, pipeline, adapt)}
+                for adapt in ((False, True) if r.config.norm == "batch" else (False,))
+                for (name, severity), shifted in sets.items()]
+        atomic_write_json({"config": json.loads(json.dumps(asdict(r.config))),
+                           "severities": SEVERITIES, "rows": rows}, shift_path(r, profile))
+    return pd.DataFrame([row for r in results
+                         for row in json.loads(shift_path(r, profile).read_text())["rows"]])

@@ -183,17 +183,20 @@ def small_batch_repairs(profile: str | None = None) -> dict[str, list[Config]]:
             "group norm + WS": configs("group", weight_standardization=True)}
 
 
-def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
-               ) -> dict[str, list[Config]]:
+def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS,
+               main: dict | None = None) -> dict[str, list[Config]]:
     """Every config the book shows, by part, in training order: ``main``
     (:func:`main_configs`), ``precision`` (batch norm, seed 0, in each of
     :data:`PRECISIONS`), ``ablations`` (:func:`ablations`, repeats included), ``sweep``
     (:func:`batch_size_sweep`), ``lr`` (:func:`lr_tolerance`), ``budget``
     (:func:`budgets`), ``smallbatch`` (:func:`small_batch_repairs`) and ``smoothness``
     (:data:`WHY_NORMS` in the study setting, trained again with the smoothness probe of
-    :mod:`normlab.book.smoothness`; their plain runs are in ``lr``)."""
+    :mod:`normlab.book.smoothness`; their plain runs are in ``lr``) and ``shift`` (the main
+    models of :data:`SHIFT_SEEDS`, tested under :mod:`normlab.book.shift`). ``main``
+    changes fields of the main models, for both parts that use them."""
+    main_models = main_configs(profile, seeds, **(main or {}))
     return {
-        "main": main_configs(profile, seeds),
+        "main": main_models,
         "precision": [book_config("batch", profile, precision=p) for p in PRECISIONS],
         "ablations": [c for configs in ablations(profile).values() for c in configs],
         "sweep": batch_size_sweep(profile),
@@ -201,4 +204,5 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS
         "budget": budgets(profile),
         "smallbatch": [c for configs in small_batch_repairs(profile).values() for c in configs],
         "smoothness": [study_config(norm, profile=profile) for norm in WHY_NORMS],
+        "shift": [c for c in main_models if c.seed in SHIFT_SEEDS],
     }
