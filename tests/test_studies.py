@@ -1,5 +1,6 @@
 """The studies' configs, and the probes that look inside trained models."""
 
+import math
 from dataclasses import asdict, replace
 
 import pytest
@@ -230,3 +231,11 @@ def test_reestimated_batch_statistics_are_those_of_the_given_images(tiny_data):
     copied = reestimate_batch_statistics(plain, images, pipeline)
     assert copied is not plain and all(torch.equal(a, b) for a, b in zip(
         plain.state_dict().values(), copied.state_dict().values()))
+
+
+def test_every_smoke_run_has_the_steps_one_cycle_needs():
+    # CI executes every chapter in the smoke profile: no part may ask for a run too short
+    for configs in book_parts("smoke").values():
+        for c in configs:
+            steps = c.epochs * math.ceil(c.train_subset / c.batch_size)
+            make_optimizer(torch.nn.Linear(1, 1), c, steps)   # raises where too few

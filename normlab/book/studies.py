@@ -27,7 +27,7 @@ MAIN = Config()
 STUDY = replace(MAIN, epochs=10, train_subset=10_000)
 #: What the smoke profile changes in each preset (sizes only).
 SMOKE_SIZES = {MAIN: {"epochs": 1, "train_subset": 2000, "test_subset": 500},
-               STUDY: {"epochs": 1, "train_subset": 1000, "test_subset": 500}}
+               STUDY: {"epochs": 1, "train_subset": 1280, "test_subset": 500}}
 
 #: The main models of the book, and the seeds each is trained with.
 BOOK_NORMS = ("batch", "layer", "group")
