@@ -88,13 +88,13 @@ def write_index(profile: str | None = None, *, root=None, download: bool = True)
     """Write ``results/<profile>/index.csv``: one row per result of the book found in the
     results folder (nothing is trained) with its part, norm, seed, preset, the fields that differ
     from that preset, test accuracy (percent) and the name of the file that holds the part's
-    numbers (:func:`_file`). Returns the table."""
+    numbers (:func:`result_file`). Returns the table."""
     profile = resolve_profile(profile)
     rows, data = [], _book_data(profile, root, download)
     for part, configs in book_parts(profile).items():
         for r in found(configs, profile, data=data):
             subset = data[(r.config.train_subset, r.config.test_subset)]
-            path = _file(part, r, subset, profile)
+            path = result_file(part, r, subset, profile)
             if not path.exists():
                 continue
             file = path.name
@@ -109,7 +109,7 @@ def write_index(profile: str | None = None, *, root=None, download: bool = True)
     return table
 
 
-def _file(part: str, result: Result, data, profile: str):
+def result_file(part: str, result: Result, data, profile: str):
     """The file that holds ``result``'s numbers for ``part``: the probes' file for
     ``smoothness`` (the probed run trains the same weights as the plain one), the
     accuracies under shift for ``shift``, else the model's record."""
