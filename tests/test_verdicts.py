@@ -148,7 +148,8 @@ def test_small_batch_cost_holds_only_when_batch_norm_rises_beyond_the_noise_and_
         "Wu and He's finding holds here. From batch size 128 to 2, batch norm's test error "
         "changes by +8.00 points (")
     assert holds.short() == ("Wu and He's finding holds here: from batch size 128 to 2, batch "
-                             "norm's test error rises 8.00 points, group norm's rises 0.50.")
+                             "norm's test error rises 8.00 points (beyond the noise), group "
+                             "norm's rises 0.50 (within the noise).")
     both = small_batch_cost({"batch": {2: 30.0, 128: 22.0}, "group": {2: 29.5, 128: 22.0}},
                             2, 128, sd=0.5, df=6)
     assert not both.holds                                      # both rise alike

@@ -215,15 +215,15 @@ class SmallBatchCost:
 
     def short(self) -> str:
         """The verdict without the intervals, e.g. ``"Wu and He's finding holds here:
-        from batch size 128 to 2, batch norm's test error rises 9.09 points, group norm's
-        falls 1.77."``"""
+        from batch size 128 to 2, batch norm's test error rises 9.09 points (beyond the
+        noise), group norm's falls 1.77 (within the noise)."``"""
         def rise(d):
             return f"{'rises' if d.difference >= 0 else 'falls'} {abs(d.difference):.2f}"
 
-        sizes = f"{self._sizes()},"
         return (f"Wu and He's finding {'holds' if self.holds else 'does not hold'} here: "
-                f"{sizes} batch norm's test error {rise(self.batch)} points, group norm's "
-                f"{rise(self.group)}.")
+                f"{self._sizes()}, batch norm's test error {rise(self.batch)} points "
+                f"({self.batch.verdict()}), group norm's {rise(self.group)} "
+                f"({self.group.verdict()}).")
 
 
 def small_batch_cost(error: Mapping[str, Mapping[int, float]], small: int, reference: int,
