@@ -1,6 +1,7 @@
 """Distribution shifts computed in code, and test-time adaptation of batch norm."""
 
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -76,6 +77,13 @@ def test_shift_table_adapts_batch_norm_only(tiny_data, monkeypatch):
     assert all(shift_path(r).exists() for r in results)
     monkeypatch.setattr(sys.modules["normlab.book.shift"], "shifted_accuracy", None)
     assert shift_table(results, tiny_data.test_images, tiny_data.test_labels, pipeline).equals(table)
+    # ... unless the model was trained again (another record) or the shifts changed
+    retrained = replace(results[0], seconds=results[0].seconds + 1)
+    with pytest.raises(TypeError):                         # computed again: shifted_accuracy
+        shift_table([retrained], tiny_data.test_images, tiny_data.test_labels, pipeline)
+    monkeypatch.setitem(SEVERITIES, "blur", (0.4, 1.0, 1.5))
+    with pytest.raises(TypeError):
+        shift_table(results[1:2], tiny_data.test_images, tiny_data.test_labels, pipeline)
 
 
 def test_reproduce_tests_the_main_models_under_shift_once(image_folder):

@@ -17,7 +17,7 @@ from ..store import atomic_write_json, atomic_write_text
 from ..train import Config, Pipeline
 from .cache import results_dir
 from .runs import Result, data_for, load_result, resolve_profile, run
-from .shift import shift_path, shift_table
+from .shift import shift_found, shift_path, shift_table
 from .smoothness import probes_path, smoothness, smoothness_found
 from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts
 from .sweep import Summary, run_many
@@ -151,7 +151,7 @@ def _shift_of(config: Config, data, profile: str) -> None:
 #: tells whether a run's output is there, and what makes it, each ``(config, data, profile)``.
 _IN_THIS_PROCESS = {
     "smoothness": (smoothness_found, lambda c, d, p: smoothness(c, d, profile=p)),
-    "shift": (lambda c, d, p: (r := load_result(c, d, p)) is not None and shift_path(r, p).exists(),
+    "shift": (lambda c, d, p: (r := load_result(c, d, p)) is not None and shift_found(r, p),
               lambda c, d, p: _shift_of(c, d, p)),
 }
 

@@ -98,15 +98,32 @@ def shift_path(result: Result, profile: str | None = None) -> Path:
             f"shift-{result.config.norm}-{result.info['key']}.json")
 
 
+def _stamp(result: Result) -> dict:
+    """What a model's rows were computed from: the model's own record (a model trained
+    again has another training time) and the severities of the shifts."""
+    return {"model": {"test_accuracy": result.test_accuracy, "seconds": result.seconds},
+            "severities": json.loads(json.dumps(SEVERITIES))}
+
+
+def shift_found(result: Result, profile: str | None = None) -> bool:
+    """Whether :func:`shift_path` holds ``result``'s rows, computed from this model under
+    these severities."""
+    path = shift_path(result, profile)
+    if not path.exists():
+        return False
+    stored = json.loads(path.read_text())
+    return all(stored.get(k) == v for k, v in _stamp(result).items())
+
+
 def shift_table(results: list[Result], images: torch.Tensor, labels: torch.Tensor,
                 pipeline: Pipeline, profile: str | None = None) -> pd.DataFrame:
     """Test accuracy (percent) of every result on the clean images and under every shift
     and severity; batch-norm models also with their statistics re-estimated on each shifted
     set (``adapted``). ``images`` and ``labels`` are the results' own test split. Each
-    model's rows are read from :func:`shift_path`, or computed and written there
-    (atomically). Columns ``norm``, ``seed``, ``adapted``, ``shift``, ``severity`` (0 for
+    model's rows are read from :func:`shift_path` (:func:`shift_found`), or computed and
+    written there (atomically). Columns ``norm``, ``seed``, ``adapted``, ``shift``, ``severity`` (0 for
     the clean images) and ``accuracy``."""
-    missing = [r for r in results if not shift_path(r, profile).exists()]
+    missing = [r for r in results if not shift_found(r, profile)]
     if missing:
         sets = {("clean", 0): images} | {(name, s): shift(images, name, s)
                                           for name in SHIFTS for s in (1, 2, 3)}
@@ -116,7 +133,7 @@ def shift_table(results: list[Result], images: torch.Tensor, labels: torch.Tenso
                  "accuracy": shifted_accuracy(r, shifted, labels, pipeline, adapt)}
                 for adapt in ((False, True) if r.config.norm == "batch" else (False,))
                 for (name, severity), shifted in sets.items()]
-        atomic_write_json({"config": json.loads(json.dumps(asdict(r.config))),
-                           "severities": SEVERITIES, "rows": rows}, shift_path(r, profile))
+        atomic_write_json({"config": json.loads(json.dumps(asdict(r.config))), **_stamp(r),
+                           "rows": rows}, shift_path(r, profile))
     return pd.DataFrame([row for r in results
                          for row in json.loads(shift_path(r, profile).read_text())["rows"]])
