@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..store import atomic_write_json, atomic_write_text
 from ..train import Config, Pipeline
-from .cache import results_dir
+from .cache import result_paths, results_dir
 from .runs import Result, data_for, load_result, resolve_profile, run
 from .shift import shift_found, shift_path, shift_table
 from .smoothness import probes_path, smoothness, smoothness_found
@@ -117,7 +117,7 @@ def result_file(part: str, result: Result, data, profile: str):
         return probes_path(result.config, data, profile)
     if part == "shift":
         return shift_path(result, profile)
-    return results_dir() / profile / f"{result.config.norm}-{result.info['key']}.json"
+    return result_paths(result.config, result.info["key"], profile)[0]
 
 
 def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
@@ -152,7 +152,7 @@ def _shift_of(config: Config, data, profile: str) -> None:
 _IN_THIS_PROCESS = {
     "smoothness": (smoothness_found, lambda c, d, p: smoothness(c, d, profile=p)),
     "shift": (lambda c, d, p: (r := load_result(c, d, p)) is not None and shift_found(r, p),
-              lambda c, d, p: _shift_of(c, d, p)),
+              _shift_of),
 }
 
 
