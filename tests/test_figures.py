@@ -9,7 +9,7 @@ from normlab.book.chapters import repairs_table
 from normlab.book.probes import reestimate_batch_statistics
 from normlab.book.plots import (plot_against, plot_confusion, plot_curves, plot_effects,
                                 plot_predictions, plot_seed_accuracies, plot_shift)
-from normlab.book.report import shared_mistakes, wrong_sets
+from normlab.book.report import accuracy_table, shared_mistakes, wrong_sets
 from normlab.book.verdicts import Difference
 
 
@@ -105,6 +105,8 @@ def test_accuracy_against_a_field_marks_diverged_runs_apart(tiny_data):
     [crosses] = [c for c in ax.collections if len(c.get_offsets()) == 1
                  and c.get_offsets()[0][0] == 1e6]
     assert crosses.get_label() == "no norm, diverged"
+    per_epoch = accuracy_table(results)["seconds per epoch"]   # diverged in its first epoch
+    assert per_epoch[0] > 0 and np.isnan(per_epoch[1])
 
 
 def test_repairs_table_adds_precise_batch_norm(tiny_data):

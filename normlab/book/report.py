@@ -56,12 +56,14 @@ def by_norm(results: Sequence[Result], seed: int = 0) -> dict[str, Result]:
 
 def accuracy_table(results: Sequence[Result]) -> pd.DataFrame:
     """One row per result: norm, seed, trainable parameters, final train and test
-    accuracy (percent), mean seconds per epoch and total seconds."""
+    accuracy (percent), mean seconds per epoch (NaN for a run that diverged in its first
+    epoch) and total seconds."""
     return pd.DataFrame([{
         "norm": r.config.norm, "seed": r.config.seed, "parameters": r.parameters,
         "train accuracy (%)": round(100 * r.train_accuracy, 2),
         "test accuracy (%)": round(100 * r.test_accuracy, 2),
-        "seconds per epoch": round(r.seconds / len(r.history.seconds), 1),
+        "seconds per epoch": round(r.seconds / len(r.history.seconds), 1)
+                             if r.history.seconds else float("nan"),
         "seconds": round(r.seconds, 1)} for r in results])
 
 
