@@ -14,9 +14,10 @@ from normlab.book.probes import (activation_statistics, batch_statistics_accurac
                                  reestimate_batch_statistics, with_batch_statistics)
 from normlab.book.report import accuracy_by, errors_by_batch_size
 from normlab.book.studies import (BOOK_NORMS, BOOK_SEEDS, BUDGET_EPOCHS, LR_GRID, MAIN, RECIPE_CHANGES,
-                                  SHIFT_SEEDS, SMALL_BATCH_SIZE, STUDY, SWEEP_BATCH_SIZES, SWEEP_NORMS,
-                                  WHY_NORMS, ablations, batch_size_sweep, book_parts, budgets,
-                                  lr_tolerance, small_batch_repairs, study_config)
+                                  SHIFT_SEEDS, SMALL_BATCH_SIZE, SMOKE_BUDGET_EPOCHS, STUDY,
+                                  SWEEP_BATCH_SIZES, SWEEP_NORMS, WHY_NORMS, ablations,
+                                  batch_size_sweep, book_parts, budgets, lr_tolerance,
+                                  small_batch_repairs, study_config)
 from normlab.data import channel_stats
 from normlab.model import MAX_PARAMS, Net, count_parameters
 from normlab.norms import batch_norm
@@ -58,6 +59,7 @@ def test_budgets_change_only_the_epochs():
                                                      for e in BUDGET_EPOCHS]
     assert all(differences(study_config(c.norm, profile="full"), c) <= {"epochs"}
                for c in configs)
+    assert [c.epochs for c in budgets("smoke")[:3]] == list(SMOKE_BUDGET_EPOCHS) == [1, 2, 5]
 
 
 def test_small_batch_repairs_pair_each_model_with_its_reference_batch_size():

@@ -61,8 +61,10 @@ ABLATION_GROUPS = (1, 2, 4, 8)
 LR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 #: Norms of the learning-rate and smoothness studies: the book's three and none.
 WHY_NORMS = ("batch", "layer", "group", "none")
-#: Epochs of the budget study (each its own OneCycle schedule, on the study subset).
+#: Epochs of the budget study (each its own OneCycle schedule, on the study subset); the
+#: smoke profile trains the first three.
 BUDGET_EPOCHS = (1, 2, 5, 10, 20)
+SMOKE_BUDGET_EPOCHS = BUDGET_EPOCHS[:3]
 #: Seeds of the main models tested under distribution shift.
 SHIFT_SEEDS = (0, 1, 2)
 #: The small batch size repaired (the sweep's smallest).
@@ -164,9 +166,11 @@ def lr_tolerance(profile: str | None = None) -> list[Config]:
 
 def budgets(profile: str | None = None) -> list[Config]:
     """:data:`BOOK_NORMS` trained for each of :data:`BUDGET_EPOCHS` epochs on the study
-    subset, each its own OneCycle run (norms outermost)."""
+    subset (:data:`SMOKE_BUDGET_EPOCHS` in the smoke profile), each its own OneCycle run
+    (norms outermost)."""
+    epochs_grid = SMOKE_BUDGET_EPOCHS if resolve_profile(profile) == "smoke" else BUDGET_EPOCHS
     return [study_config(norm, profile=profile, epochs=epochs)
-            for norm in BOOK_NORMS for epochs in BUDGET_EPOCHS]
+            for norm in BOOK_NORMS for epochs in epochs_grid]
 
 
 def small_batch_repairs(profile: str | None = None) -> dict[str, list[Config]]:
