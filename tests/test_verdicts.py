@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 
 from normlab.book.verdicts import (Difference, against_noise, all_pairs, listing, moves, paired,
-                                   pairs_beyond, pooled_sd, small_batch_cost, standing, times,
-                                   welch)
+                                   pairs_beyond, pooled_sd, signed, small_batch_cost, standing,
+                                   times, welch)
 
 
 def around(mean, sd):
@@ -102,9 +102,9 @@ def test_every_phrase_reads_as_english():
     ahead, behind = (Difference("A", b, d, d - 0.5, d + 0.5, 0.01, "t")
                      for b, d in (("B", 1.0), ("C", -1.0)))
     assert "A is " + standing([ahead, behind, replace(level, b="D")]) == (
-        "A is ahead of B, behind C and level within the noise with D")
+        "A is ahead of B, behind C and within the noise of D")
     assert "A is " + standing([level, replace(level, b="C")]) == (
-        "A is level within the noise with B and C")
+        "A is within the noise of B and C")
     assert "A is " + standing([ahead, replace(ahead, b="C")]) == "A is ahead of B and C"
     assert times(1.02) == "about as long as"
     assert times(1.34) == "1.3 times as long as"
@@ -160,3 +160,8 @@ def test_small_batch_cost_holds_only_when_batch_norm_rises_beyond_the_noise_and_
     assert not falls.holds and "test error changes by -0.50 points" in falls.sentence()
     assert "; group norm's by -0.50 points (" in falls.sentence()
     assert "is level with group norm's" in falls.sentence()
+
+
+def test_signed_differences_never_read_minus_zero():
+    assert [signed(x) for x in (1.24, -0.26, -0.04, 0.04, 0.0)] == ["+1.2", "-0.3", "0.0", "0.0", "0.0"]
+    assert signed(-0.004, 2) == "0.00" and signed(0.126, 2) == "+0.13"

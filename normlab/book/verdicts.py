@@ -251,6 +251,13 @@ def all_pairs(groups: Mapping[str, Sequence[float]],
     return [test(groups[a], groups[b], a, b) for a, b in combinations(groups, 2)]
 
 
+def signed(points: float, digits: int = 1) -> str:
+    """A difference with its sign, ``"+1.2"`` or ``"-0.3"``; ``"0.0"`` where it rounds to
+    zero (never ``"-0.0"``)."""
+    rounded = round(points, digits) + 0.0    # + 0.0 turns -0.0 into 0.0
+    return f"{rounded:.{digits}f}" if rounded == 0 else f"{rounded:+.{digits}f}"
+
+
 def listing(items: Sequence[str], empty: str = "none") -> str:
     """``"A"``, ``"A and B"``, ``"A, B and C"``; ``empty`` for no items."""
     items = list(items)
@@ -294,8 +301,8 @@ def moves(differences: Mapping[str, Difference], what: str = "the test accuracy"
 
 def standing(differences: Sequence[Difference]) -> str:
     """Where one thing stands against others, from its differences to each (``a`` the same
-    in all), as one clause: e.g. ``"ahead of LayerNorm, behind InstanceNorm and level
-    within the noise with GroupNorm"``.
+    in all), as one clause: e.g. ``"ahead of LayerNorm, behind InstanceNorm and within the
+    noise of GroupNorm"``.
 
     Raises:
         ValueError: no differences, or differences that do not share their ``a``.
@@ -304,7 +311,7 @@ def standing(differences: Sequence[Difference]) -> str:
         raise ValueError("standing needs differences of one thing (the same a) to others; "
                          f"got a = {sorted({d.a for d in differences})}.")
     return _by_direction([(d.b, d) for d in differences], {
-        "up": "ahead of", "down": "behind", "within": "level within the noise with"})
+        "up": "ahead of", "down": "behind", "within": "within the noise of"})
 
 
 def times(ratio: float, tolerance: float = 0.05) -> str:
