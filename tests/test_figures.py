@@ -155,3 +155,19 @@ def test_lr_tolerance_and_lead_read_as_sentences(tiny_data):
               for n in ("batch", "group") for e in (1, 2)]
     [(other, phrase)] = lead_by(budget, "epochs", (1.0, 6), unit="epoch").items()
     assert other == "group" and " points at 1 epoch (" in phrase and " at 2 epochs (" in phrase
+
+
+def test_epoch_seconds_takes_each_norms_least_disturbed_run(runs):
+    import copy
+
+    from normlab.book.report import epoch_seconds
+
+    timed = [copy.copy(r) for r in runs]           # batch 0, batch 1, group 0, group 1
+    for r, seconds in zip(timed, ([2.0, 3.0, 900.0], [5.0, 5.0, 5.0], [4.0, 4.0, 4.0],
+                                  [9.0, 1.0, 9.0])):
+        r.history = copy.copy(r.history)
+        r.history.seconds = seconds
+    table = epoch_seconds(timed)
+    assert list(table.index) == ["batch", "group"] and list(table["runs"]) == [2, 2]
+    # batch: medians 3 (one epoch slowed by other work) and 5; group: medians 4 and 9
+    assert list(table["seconds per epoch"]) == [3.0, 4.0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ..data import CIFAR10
@@ -9,7 +10,7 @@ from ..train import Pipeline, predict
 from .probes import reestimate_batch_statistics
 from ..norms import NORM_LABELS
 from .report import glue, provenance
-from .verdicts import against_noise, all_pairs, listing, moves, paired, pairs_beyond
+from .verdicts import against_noise, all_pairs, listing, moves, paired, pairs_beyond, signed
 from .runs import Result, machine_name, prepare_data, run
 from .studies import book_config
 
@@ -22,7 +23,7 @@ def norm_chapter(norm: str, retrain: bool = False) -> Result:
     ``label_smoothing``, ``smoothed_true`` and ``smoothed_other`` (the recipe's OneCycle
     warm-up and label-smoothing targets), ``groups``, ``width_range`` and
     ``group_channels`` (group norm's G, the layers' channels and the channels per group),
-    ``epoch_s`` (seconds per epoch),
+    ``epoch_s`` (the median seconds of an epoch),
     ``train_minutes`` and ``machine`` (how long the training took, and where), and
     ``provenance`` (:func:`normlab.book.report.provenance`)."""
     config = book_config(norm)
@@ -43,7 +44,7 @@ def norm_chapter(norm: str, retrain: bool = False) -> Result:
     glue("width_range", f"{min(config.widths)} to {max(config.widths)}")
     glue("group_channels", f"{min(config.widths) // config.groups} to "
                            f"{max(config.widths) // config.groups}")
-    glue("epoch_s", f"{result.seconds / config.epochs:.0f} s")
+    glue("epoch_s", f"{np.median(result.history.seconds):.0f} s")
     glue("train_minutes", f"{result.seconds / 60:.0f} minutes")
     glue("machine", machine_name(result.info))
     glue("provenance", provenance([result]))
@@ -123,7 +124,7 @@ def lead_by(results: list[Result], field: str, noise: tuple[float, int],
             if (leader, value) in accuracy and (other, value) in accuracy:
                 d = against_noise([accuracy[leader, value]], [accuracy[other, value]], *noise)
                 at = f"{value} {unit}{'s' * (value != 1)}" if unit else f"{value}"
-                parts.append(f"{d.difference:+.1f} points at {at} ({d.verdict()})")
+                parts.append(f"{signed(d.difference)} points at {at} ({d.verdict()})")
         phrases[other] = listing(parts)
     return phrases
 

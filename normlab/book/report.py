@@ -56,15 +56,26 @@ def by_norm(results: Sequence[Result], seed: int = 0) -> dict[str, Result]:
 
 def accuracy_table(results: Sequence[Result]) -> pd.DataFrame:
     """One row per result: norm, seed, trainable parameters, final train and test
-    accuracy (percent), mean seconds per epoch (NaN for a run that diverged in its first
-    epoch) and total seconds."""
+    accuracy (percent), the median seconds of its epochs (NaN for a run that diverged in its
+    first epoch) and total seconds."""
     return pd.DataFrame([{
         "norm": r.config.norm, "seed": r.config.seed, "parameters": r.parameters,
         "train accuracy (%)": round(100 * r.train_accuracy, 2),
         "test accuracy (%)": round(100 * r.test_accuracy, 2),
-        "seconds per epoch": round(r.seconds / len(r.history.seconds), 1)
+        "seconds per epoch": round(float(np.median(r.history.seconds)), 1)
                              if r.history.seconds else float("nan"),
         "seconds": round(r.seconds, 1)} for r in results])
+
+
+def epoch_seconds(results: Sequence[Result]) -> pd.DataFrame:
+    """Per norm (rows, in the order of ``results``): its number of ``runs`` and the
+    ``seconds per epoch`` of its least disturbed run, the smallest of the runs' median
+    epochs. On a shared machine other work slows some epochs of some runs and never speeds
+    one up."""
+    medians = pd.DataFrame({"norm": [r.config.norm for r in results],
+                            "median": [float(np.median(r.history.seconds)) for r in results]})
+    return medians.groupby("norm", sort=False)["median"].agg(
+        runs="size", **{"seconds per epoch": "min"}).round(1)
 
 
 def per_class_accuracy(results: Sequence[Result], classes: Sequence[str]) -> pd.DataFrame:
