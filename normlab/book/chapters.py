@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from ..data import CIFAR10
 from ..train import Pipeline, predict
 from .probes import reestimate_batch_statistics
 from ..norms import NORM_LABELS
-from .report import glue, provenance
+from .report import glue, median_epoch, provenance
 from .verdicts import against_noise, all_pairs, listing, moves, paired, pairs_beyond, signed
 from .runs import Result, machine_name, prepare_data, run
 from .studies import book_config
@@ -44,7 +43,7 @@ def norm_chapter(norm: str, retrain: bool = False) -> Result:
     glue("width_range", f"{min(config.widths)} to {max(config.widths)}")
     glue("group_channels", f"{min(config.widths) // config.groups} to "
                            f"{max(config.widths) // config.groups}")
-    glue("epoch_s", f"{np.median(result.history.seconds):.0f} s")
+    glue("epoch_s", f"{median_epoch(result):.0f} s")
     glue("train_minutes", f"{result.seconds / 60:.0f} minutes")
     glue("machine", machine_name(result.info))
     glue("provenance", provenance([result]))

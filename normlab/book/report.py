@@ -54,6 +54,12 @@ def by_norm(results: Sequence[Result], seed: int = 0) -> dict[str, Result]:
     return {r.config.norm: r for r in results if r.config.seed == seed}
 
 
+def median_epoch(result: Result) -> float:
+    """The median wall time (seconds) of ``result``'s epochs; NaN for a run that diverged
+    in its first epoch."""
+    return float(np.median(result.history.seconds)) if result.history.seconds else float("nan")
+
+
 def accuracy_table(results: Sequence[Result]) -> pd.DataFrame:
     """One row per result: norm, seed, trainable parameters, final train and test
     accuracy (percent), the median seconds of its epochs (NaN for a run that diverged in its
@@ -62,8 +68,7 @@ def accuracy_table(results: Sequence[Result]) -> pd.DataFrame:
         "norm": r.config.norm, "seed": r.config.seed, "parameters": r.parameters,
         "train accuracy (%)": round(100 * r.train_accuracy, 2),
         "test accuracy (%)": round(100 * r.test_accuracy, 2),
-        "seconds per epoch": round(float(np.median(r.history.seconds)), 1)
-                             if r.history.seconds else float("nan"),
+        "seconds per epoch": round(median_epoch(r), 1),
         "seconds": round(r.seconds, 1)} for r in results])
 
 
@@ -73,7 +78,7 @@ def epoch_seconds(results: Sequence[Result]) -> pd.DataFrame:
     epochs. On a shared machine other work slows some epochs of some runs and never speeds
     one up."""
     medians = pd.DataFrame({"norm": [r.config.norm for r in results],
-                            "median": [float(np.median(r.history.seconds)) for r in results]})
+                            "median": [median_epoch(r) for r in results]})
     return medians.groupby("norm", sort=False)["median"].agg(
         runs="size", **{"seconds per epoch": "min"}).round(1)
 
