@@ -77,6 +77,9 @@ def test_shift_table_adapts_batch_norm_only(tiny_data, monkeypatch):
     assert all(shift_path(r).exists() for r in results)
     monkeypatch.setattr(sys.modules["normlab.book.shift"], "shifted_accuracy", None)
     assert shift_table(results, tiny_data.test_images, tiny_data.test_labels, pipeline).equals(table)
+    with pytest.raises(TypeError):                         # retrain: computed again
+        shift_table(results[:1], tiny_data.test_images, tiny_data.test_labels, pipeline,
+                    retrain=True)
     # ... unless the model was trained again (another record) or the shifts changed
     retrained = replace(results[0], seconds=results[0].seconds + 1)
     with pytest.raises(TypeError):                         # computed again: shifted_accuracy
@@ -93,4 +96,14 @@ def test_reproduce_tests_the_main_models_under_shift_once(image_folder):
     assert len(main.trained) == 3 and len(first.trained) == 3 and not first.failed
     (_, again), = reproduce(["shift"], "smoke", seeds=(0,), main=tiny, root=image_folder)
     assert len(again.found) == 3 and not again.trained
-    assert len(list((results_dir() / "smoke").glob("shift-*.json"))) == 3
+    tables = {p: p.stat().st_mtime_ns for p in (results_dir() / "smoke").glob("shift-*.json")}
+    assert len(tables) == 3
+    # --retrain computes the tables again, from the models already trained
+    models = {p: p.stat().st_mtime_ns for p in (results_dir() / "smoke").glob("*.pt")}
+    (_, forced), = reproduce(["shift"], "smoke", seeds=(0,), main=tiny, root=image_folder,
+                             retrain=True)
+    assert len(forced.trained) == 3 and not forced.found
+    assert {p: p.stat().st_mtime_ns for p in (results_dir() / "smoke").glob("*.pt")} == models
+    rewritten = {p: p.stat().st_mtime_ns for p in (results_dir() / "smoke").glob("shift-*.json")}
+    assert rewritten.keys() == tables.keys()
+    assert all(rewritten[p] != tables[p] for p in tables)

@@ -92,15 +92,20 @@ def test_short_runs_are_probed_at_every_step(tiny_data):
 def test_a_failed_probe_run_is_reported_and_the_others_go_on(image_folder, monkeypatch):
     probed = []
 
-    def probe(config, data, profile):
+    def probe(config, data, profile, retrain):
         if config.norm == "none":
             raise FloatingPointError("the loss is NaN\nat step 3")
-        probed.append(config.norm)
+        probed.append((config.norm, retrain))
 
     monkeypatch.setattr(sys.modules["normlab.book.reproduce"], "smoothness", probe)
     (part, summary), = reproduce(["smoothness"], "smoke", root=image_folder)
     assert part == "smoothness"
     assert [(c.norm, why) for c, why in summary.failed] == [
         ("none", "FloatingPointError: the loss is NaN")]
-    assert probed == [c.norm for c in summary.trained] and "batch" in probed
+    assert probed == [(c.norm, False) for c in summary.trained] and ("batch", False) in probed
     assert not summary.found
+    # --retrain reaches the probes: they are made again, not found
+    probed.clear()
+    (_, again), = reproduce(["smoothness"], "smoke", root=image_folder, retrain=True)
+    assert probed == [(c.norm, True) for c in again.trained] == [(c.norm, True) for c in
+                                                                  summary.trained]

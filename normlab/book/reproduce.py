@@ -132,7 +132,8 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
     configs = book_parts(profile, seeds, main)
     for part in parts or configs:
         if part in _IN_THIS_PROCESS:
-            summary = _one_by_one(configs[part], profile, root, download, *_IN_THIS_PROCESS[part])
+            summary = _one_by_one(configs[part], profile, root, download,
+                                  sweep.get("retrain", False), *_IN_THIS_PROCESS[part])
         else:
             summary = run_many(configs[part], profile, root=root, download=download, **sweep)
         if summary.trained:
@@ -141,25 +142,29 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
     write_index(profile, root=root, download=download)
 
 
-def _shift_of(config: Config, data, profile: str) -> None:
-    """The shift table of ``config``'s model (:func:`normlab.book.shift.shift_table`)."""
+def _shift_of(config: Config, data, profile: str, retrain: bool) -> None:
+    """The shift table of ``config``'s model (:func:`normlab.book.shift.shift_table`), with
+    ``retrain`` computed again (the model is the main part's, trained where missing)."""
     shift_table([run(config, data, profile=profile)], data.test_images, data.test_labels,
-                Pipeline.for_config(config, data), profile)
+                Pipeline.for_config(config, data), profile, retrain=retrain)
 
 
 #: The parts made in this process, one run after another, not by :func:`run_many`: what
-#: tells whether a run's output is there, and what makes it, each ``(config, data, profile)``.
+#: tells whether a run's output is there (``(config, data, profile)``), and what makes it
+#: (``(config, data, profile, retrain)``).
 _IN_THIS_PROCESS = {
-    "smoothness": (smoothness_found, lambda c, d, p: smoothness(c, d, profile=p)),
+    "smoothness": (smoothness_found,
+                   lambda c, d, p, retrain: smoothness(c, d, profile=p, retrain=retrain)),
     "shift": (lambda c, d, p: (r := load_result(c, d, p)) is not None and shift_found(r, p),
               _shift_of),
 }
 
 
-def _one_by_one(configs: list[Config], profile: str, root, download: bool,
+def _one_by_one(configs: list[Config], profile: str, root, download: bool, retrain: bool,
                 found_: Callable, make: Callable) -> Summary:
-    """Make what ``configs`` need (``make``, where ``found_`` says it is missing), one
-    after another in this process: the smoothness probes and the shift tables. A run that
+    """Make what ``configs`` need (``make``, where ``found_`` says it is missing, or all
+    with ``retrain``), one after another in this process: the smoothness probes and the
+    shift tables. A run that
     fails is reported in the summary, as :func:`normlab.book.sweep.run_many` does, and the
     others go on."""
     start = time.perf_counter()
@@ -167,11 +172,11 @@ def _one_by_one(configs: list[Config], profile: str, root, download: bool,
     data = data_for(configs, root, download)
     for config in configs:
         subset = data[(config.train_subset, config.test_subset)]
-        if found_(config, subset, profile):
+        if not retrain and found_(config, subset, profile):
             summary.found.append(config)
             continue
         try:
-            make(config, subset, profile)
+            make(config, subset, profile, retrain)
         except Exception as error:   # reported, and the part goes on
             summary.failed.append((config, f"{type(error).__name__}: {error}".splitlines()[0]))
         else:

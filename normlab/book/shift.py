@@ -116,14 +116,15 @@ def shift_found(result: Result, profile: str | None = None) -> bool:
 
 
 def shift_table(results: list[Result], images: torch.Tensor, labels: torch.Tensor,
-                pipeline: Pipeline, profile: str | None = None) -> pd.DataFrame:
+                pipeline: Pipeline, profile: str | None = None,
+                retrain: bool = False) -> pd.DataFrame:
     """Test accuracy (percent) of every result on the clean images and under every shift
     and severity; batch-norm models also with their statistics re-estimated on each shifted
     set (``adapted``). ``images`` and ``labels`` are the results' own test split. Each
     model's rows are read from :func:`shift_path` (:func:`shift_found`), or computed and
-    written there (atomically). Columns ``norm``, ``seed``, ``adapted``, ``shift``, ``severity`` (0 for
-    the clean images) and ``accuracy``."""
-    missing = [r for r in results if not shift_found(r, profile)]
+    written there (atomically; always with ``retrain``). Columns ``norm``, ``seed``,
+    ``adapted``, ``shift``, ``severity`` (0 for the clean images) and ``accuracy``."""
+    missing = [r for r in results if retrain or not shift_found(r, profile)]
     if missing:
         sets = {("clean", 0): images} | {(name, s): shift(images, name, s)
                                           for name in SHIFTS for s in (1, 2, 3)}
