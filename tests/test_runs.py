@@ -6,6 +6,8 @@ import os
 import pickle
 import platform
 import stat
+import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -123,6 +125,17 @@ def test_flip_averages_each_image_with_its_mirror_image(tiny_data):
     torch.testing.assert_close(predict(model, images.flip(-1), pipeline, flip=True), averaged)
     accuracy = (averaged.argmax(dim=1) == tiny_data.test_labels).float().mean().item()
     assert flip_accuracy(result, tiny_data) == pytest.approx(accuracy)
+
+
+def test_flip_accuracy_is_computed_once_per_model_and_data(tiny_data, monkeypatch):
+    result = run(tiny_config(epochs=1, seed=3), tiny_data, progress=False)
+    first = flip_accuracy(result, tiny_data)
+    monkeypatch.setattr(sys.modules["normlab.book.runs"], "evaluate", None)
+    assert flip_accuracy(result, tiny_data) == first          # not evaluated again
+    with pytest.raises(TypeError):                            # a model trained again is
+        flip_accuracy(replace(result, seconds=result.seconds + 1), tiny_data)
+    with pytest.raises(TypeError):                            # other test images are
+        flip_accuracy(result, tiny_data.subset(None, len(tiny_data.test_labels) - 1))
 
 
 def test_flip_summary_per_norm_over_seeds(tiny_data):

@@ -245,15 +245,26 @@ def check_writable(folder: Path) -> None:
                          f"nothing was trained.") from error
 
 
+#: Flip-averaged accuracies computed in this process, by model (key and training time: a
+#: model trained again has another) and data identity: a chapter asks for the same model's
+#: twice (per seed and in a summary), each a full test pass.
+_FLIP_ACCURACIES: dict[tuple[str, float, str], float] = {}
+
+
 def flip_accuracy(result: Result, data: CIFAR10 | None = None) -> float:
     """Test accuracy (fraction) of ``result``'s trained model when each test image's class
     probabilities are averaged with those of its mirror image (test-time augmentation:
     :func:`normlab.predict` with ``flip=True``), in the config's precision. ``data``
     defaults to the config's data; it must be the data the model was trained on (its
-    training split gives the input normalization)."""
+    training split gives the input normalization). Computed once per model and data in a
+    process."""
     data = data if data is not None else prepare_data(result.config)
-    pipeline = Pipeline.for_config(result.config, data)
-    return evaluate(result.model(), data.test_images, data.test_labels, pipeline, flip=True)[1]
+    key = (result.info["key"], result.seconds, data.identity)
+    if key not in _FLIP_ACCURACIES:
+        pipeline = Pipeline.for_config(result.config, data)
+        _FLIP_ACCURACIES[key] = evaluate(result.model(), data.test_images, data.test_labels,
+                                         pipeline, flip=True)[1]
+    return _FLIP_ACCURACIES[key]
 
 
 def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
