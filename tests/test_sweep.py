@@ -1,11 +1,14 @@
 """Sweeps: many configs trained in parallel by local worker processes or on Ray."""
 
+import os
+from concurrent.futures.process import BrokenProcessPool
+
 import pytest
 import torch
 
 from normlab import Config
 from normlab.book import load_result, prepare_data
-from normlab.book.sweep import run_many
+from normlab.book.sweep import WorkerPool, run_many
 
 from conftest import write_image_folder
 
@@ -37,6 +40,21 @@ def test_workers_train_each_config_once_report_failures_and_resume(folder):
     assert set(again.found) == {tiny(), tiny(norm="group"), diverges} and not again.trained
     nothing_to_train = run_many(configs[:3], "full", workers=2, root=folder, progress=False)
     assert len(nothing_to_train.found) == 2 and not nothing_to_train.failed
+
+
+def test_sweeps_share_a_worker_pool_which_replaces_a_dead_worker(folder):
+    with WorkerPool(2) as pool:
+        first = run_many([tiny(), tiny(norm="layer")], "full", root=folder, progress=False,
+                         pool=pool)
+        started = {pool.submit(os.getpid).result() for _ in range(6)}
+        assert len(first.trained) == 2 and len(started) <= 2
+        second = run_many([tiny(seed=1), tiny(norm="layer", seed=1)], "full", root=folder,
+                          progress=False, pool=pool)
+        assert len(second.trained) == 2 and not second.failed
+        assert {pool.submit(os.getpid).result() for _ in range(6)} <= started   # the same
+        with pytest.raises(BrokenProcessPool):            # a worker dies mid-run ...
+            pool.submit(os._exit, 1).result()
+        assert pool.submit(os.getpid).result() not in started   # ... new ones take over
 
 
 def test_worker_processes_and_this_process_train_the_same_numbers(folder):

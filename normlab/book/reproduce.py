@@ -20,7 +20,7 @@ from .runs import Result, data_for, load_result, resolve_profile, run
 from .shift import shift_found, shift_path, shift_table
 from .smoothness import probes_path, smoothness, smoothness_found
 from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts
-from .sweep import Summary, run_many
+from .sweep import Summary, WorkerPool, default_workers, run_many
 
 INDEX_NAME = "index.csv"
 #: Wall time of each part's last reproduction (written by :func:`reproduce`).
@@ -124,21 +124,24 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
               seeds: tuple[int, ...] = BOOK_SEEDS, main: dict | None = None,
               root=None, download: bool = True, **sweep):
     """Train (or find) ``parts`` of the book (default: all), part by part, each part's runs
-    in parallel (:func:`normlab.book.sweep.run_many`, with ``sweep``'s settings); yield
-    ``(part, summary)`` as each part finishes, then rewrite the index (:func:`write_index`).
+    in parallel (:func:`normlab.book.sweep.run_many`, with ``sweep``'s settings, on local
+    worker processes that every part shares); yield ``(part, summary)`` as each part
+    finishes, then rewrite the index (:func:`write_index`).
     ``main`` changes fields of the main models (``--epochs`` on the command line), also
     where ``shift`` tests them."""
     profile = resolve_profile(profile)
     configs = book_parts(profile, seeds, main)
-    for part in parts or configs:
-        if part in _IN_THIS_PROCESS:
-            summary = _one_by_one(configs[part], profile, root, download,
-                                  sweep.get("retrain", False), *_IN_THIS_PROCESS[part])
-        else:
-            summary = run_many(configs[part], profile, root=root, download=download, **sweep)
-        if summary.trained:
-            _record_wall_time(profile, part, summary)
-        yield part, summary
+    with WorkerPool(sweep.get("workers") or default_workers()) as pool:
+        for part in parts or configs:
+            if part in _IN_THIS_PROCESS:
+                summary = _one_by_one(configs[part], profile, root, download,
+                                      sweep.get("retrain", False), *_IN_THIS_PROCESS[part])
+            else:
+                summary = run_many(configs[part], profile, root=root, download=download,
+                                   pool=pool, **sweep)
+            if summary.trained:
+                _record_wall_time(profile, part, summary)
+            yield part, summary
     write_index(profile, root=root, download=download)
 
 

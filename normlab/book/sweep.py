@@ -22,7 +22,9 @@ import json
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
@@ -68,6 +70,35 @@ def default_workers() -> int:
 
 
 _DATA = {}   # per worker process: the data of each (root, subset), loaded once
+
+
+class WorkerPool:
+    """``workers`` local worker processes (a fresh interpreter each, started when the first
+    run is submitted), which the sweeps given it share (:func:`run_many`'s ``pool``): each
+    process starts once, about 6 s of imports, and keeps the data it loaded. A context
+    manager; leaving it stops the processes. Where one died (killed, out of memory), its
+    sweep reports the runs it lost, and the next submission starts new processes."""
+
+    def __init__(self, workers: int):
+        self.workers, self._executor = workers, None
+
+    def submit(self, function, *args) -> Future:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        try:
+            return self._executor.submit(function, *args)
+        except BrokenProcessPool:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+            return self.submit(function, *args)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exception) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
 
 
 def train_files(config: Config, profile: str, root: str | None, download: bool, device: str,
@@ -121,13 +152,15 @@ def _diverged(config: Config, data: dict, profile: str, device: str) -> bool:
 def run_many(configs: list[Config], profile: str | None = None, *, workers: int | None = None,
              threads: int = 1, ray_address: str | None = None, gpus_per_run: float = 0.0,
              root: str | os.PathLike | None = None, download: bool = True, device: str = "auto",
-             retrain: bool = False, progress: bool = True) -> Summary:
+             retrain: bool = False, progress: bool = True, pool: WorkerPool | None = None
+             ) -> Summary:
     """Train every config of ``configs`` that has no result yet, in parallel; one progress
     bar for the sweep. Returns the :class:`Summary`.
 
     Args:
         workers: local worker processes (default :func:`default_workers`; 1 trains in this
-            process), each with ``threads`` threads.
+            process), each with ``threads`` threads; started for this sweep and stopped
+            after it, unless ``pool`` (a :class:`WorkerPool`) gives them.
         ray_address: run on the Ray cluster at this address instead (``"local"`` starts
             one on this machine), each run with ``threads`` CPUs and ``gpus_per_run`` of a
             GPU (a fraction: several of these small models share one GPU).
@@ -158,7 +191,7 @@ def run_many(configs: list[Config], profile: str | None = None, *, workers: int 
     elif workers == 1 or len(todo) <= 1:
         outcomes = _here(todo, data, profile, device)
     else:
-        outcomes = _on_processes(arguments, workers)
+        outcomes = _on_processes(arguments, workers, pool)
     for config, outcome in outcomes:
         if isinstance(outcome, BaseException):
             summary.failed.append((config, f"{type(outcome).__name__}: {outcome}".splitlines()[0]))
@@ -189,9 +222,10 @@ def _here(configs: list[Config], data: dict, profile: str, device: str):
             yield config, error
 
 
-def _on_processes(arguments: list[tuple], workers: int):
-    """(config, files or the exception) for each run, as they finish in worker processes."""
-    with ProcessPoolExecutor(min(workers, len(arguments)), mp_context=get_context("spawn")) as pool:
+def _on_processes(arguments: list[tuple], workers: int, pool: WorkerPool | None):
+    """(config, files or the exception) for each run, as they finish in worker processes:
+    those of ``pool``, or ``workers`` started for these runs."""
+    with WorkerPool(min(workers, len(arguments))) if pool is None else nullcontext(pool) as pool:
         futures = {pool.submit(train_files, *args): args[0] for args in arguments}
         for future in as_completed(futures):
             error = future.exception()
