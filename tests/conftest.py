@@ -2,6 +2,7 @@
 Python in a fresh process."""
 
 import hashlib
+import os
 import pickle
 import subprocess
 import sys
@@ -33,6 +34,22 @@ def run_python(*args: str, timeout: float) -> str:
                             timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+#: $NORMLAB_CACHE of the environment that runs the tests (None: normlab's default,
+#: ~/.cache/normlab), read before :func:`_isolated_dirs` gives every test its own.
+OUTER_CACHE = os.environ.get("NORMLAB_CACHE")
+
+
+@pytest.fixture
+def outer_cache(monkeypatch):
+    """The decoded-data cache of the environment that runs the tests, for tests that read
+    the real CIFAR-10 ($NORMLAB_DATA): its 60,000 images are decoded once there, not once
+    per test (about 16 s each)."""
+    if OUTER_CACHE:
+        monkeypatch.setenv("NORMLAB_CACHE", OUTER_CACHE)
+    else:
+        monkeypatch.delenv("NORMLAB_CACHE")
 
 
 @pytest.fixture(autouse=True)

@@ -119,7 +119,7 @@ def test_the_per_norm_chapters_share_their_code():
 @pytest.mark.skipif(not DATA, reason="NORMLAB_DATA is not set: the committed results are "
                                      "keyed by the data they were trained on")
 @pytest.mark.parametrize("norm", ["batch", "layer", "group"])
-def test_committed_results_match_the_book_configuration(norm, monkeypatch):
+def test_committed_results_match_the_book_configuration(norm, monkeypatch, outer_cache):
     monkeypatch.setenv("NORMLAB_RESULTS", str(ROOT / "results"))
     config = book_config(norm, profile="full")
     data = prepare_data(config, DATA)
@@ -132,7 +132,7 @@ def test_committed_results_match_the_book_configuration(norm, monkeypatch):
 
 
 @pytest.mark.skipif(not DATA, reason="NORMLAB_DATA is not set")
-def test_committed_results_cover_every_part_of_the_book(monkeypatch):
+def test_committed_results_cover_every_part_of_the_book(monkeypatch, outer_cache):
     monkeypatch.setenv("NORMLAB_RESULTS", str(ROOT / "results"))
     monkeypatch.setenv("NORMLAB_TRAIN", "never")
     missing = []
@@ -151,6 +151,6 @@ def test_committed_results_cover_every_part_of_the_book(monkeypatch):
 
 
 @pytest.mark.skipif(not DATA, reason="NORMLAB_DATA is not set")
-def test_the_data_is_a_copy_the_book_knows():
+def test_the_data_is_a_copy_the_book_knows(outer_cache):
     data = normlab.load_data(DATA)
     assert data.identity in KNOWN_DATA, f"{DATA} holds unknown data ({data.identity})"
