@@ -103,6 +103,21 @@ def test_a_diverged_run_is_a_result_that_says_where_it_diverged(tiny_data, monke
     assert run(config, tiny_data, progress=False).diverged
 
 
+def test_runs_loads_the_data_of_each_subset_once(image_folder, monkeypatch):
+    from normlab.book import runs
+
+    monkeypatch.setenv("NORMLAB_DATA", str(image_folder))
+    configs = [tiny_config(epochs=1, batch_size=8, seed=s, train_subset=n) for n in (40, 60)
+               for s in (0, 1)]
+    loads = []
+    monkeypatch.setattr(sys.modules["normlab.book.runs"], "load_data",
+                        lambda *args: loads.append(args) or normlab.load_data(*args))
+    results = runs(configs, progress=False)
+    assert [r.config for r in results] == configs and len(loads) == 2   # two subsets
+    assert [r.test_accuracy for r in results] == [run(c, progress=False).test_accuracy
+                                                  for c in configs]    # found, as run finds them
+
+
 def test_misclassified_are_the_most_confident_mistakes(tiny_data):
     result = run(tiny_config(epochs=1), tiny_data, progress=False)
     mistakes = misclassified(result, k=5, data=tiny_data)

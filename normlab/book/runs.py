@@ -18,6 +18,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -138,6 +139,17 @@ def data_for(configs: list[Config], root: str | os.PathLike | None = None,
         if subset not in data:
             data[subset] = prepare_data(config, root, download)
     return data
+
+
+def runs(configs: Sequence[Config], *, profile: str | None = None, device: str = "auto",
+         progress: bool = True, retrain: bool = False, root: str | os.PathLike | None = None,
+         download: bool = True, data: dict | None = None) -> list[Result]:
+    """:func:`run` of each of ``configs``, in their order, with the data of each subset they
+    use loaded once (:func:`data_for`, from ``root``) or taken from ``data``: what a list of
+    ``run(config)`` calls gives, without loading CIFAR-10 again for each."""
+    data = data or data_for(configs, root, download)
+    return [run(c, data[(c.train_subset, c.test_subset)], profile=profile, device=device,
+                progress=progress, retrain=retrain) for c in configs]
 
 
 def load_result(config: Config, data: CIFAR10, profile: str | None = None,
