@@ -22,9 +22,9 @@ import json
 import os
 import tempfile
 import time
-from contextlib import nullcontext
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
