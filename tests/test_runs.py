@@ -103,8 +103,8 @@ def test_a_diverged_run_is_a_result_that_says_where_it_diverged(tiny_data, monke
     assert run(config, tiny_data, progress=False).diverged
 
 
-def test_runs_loads_the_data_of_each_subset_once(image_folder, monkeypatch):
-    from normlab.book import runs
+def test_run_each_loads_the_data_of_each_subset_once(image_folder, monkeypatch):
+    from normlab.book import run_each
 
     monkeypatch.setenv("NORMLAB_DATA", str(image_folder))
     configs = [tiny_config(epochs=1, batch_size=8, seed=s, train_subset=n) for n in (40, 60)
@@ -112,7 +112,7 @@ def test_runs_loads_the_data_of_each_subset_once(image_folder, monkeypatch):
     loads = []
     monkeypatch.setattr(sys.modules["normlab.book.runs"], "load_data",
                         lambda *args: loads.append(args) or normlab.load_data(*args))
-    results = runs(configs, progress=False)
+    results = run_each(configs, progress=False)
     assert [r.config for r in results] == configs and len(loads) == 2   # two subsets
     assert [r.test_accuracy for r in results] == [run(c, progress=False).test_accuracy
                                                   for c in configs]    # found, as run finds them

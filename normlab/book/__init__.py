@@ -2,7 +2,7 @@
 the book, statistics and tables, figures, probes, and ``reproduce``.
 
 - :mod:`~normlab.book.runs`: :func:`run` a :class:`normlab.Config` -> :class:`Result`
-  (:func:`runs` for several), cached (:mod:`~normlab.book.cache`: where results live and their keys);
+  (:func:`run_each` for several), cached (:mod:`~normlab.book.cache`: where results live and their keys);
 - :mod:`~normlab.book.studies`: the presets :data:`MAIN` and :data:`STUDY`, the sweep, the
   ablations and every part of the book (:func:`book_parts`);
 - :mod:`~normlab.book.reproduce`: :func:`results` of a part, :func:`reproduce`, the index;
@@ -19,13 +19,13 @@ from . import chapters, plots, probes, report, studies, verdicts
 from .cache import benchmark_records
 from .reproduce import part_times, reproduce, results, wall_times, write_index
 from .runs import (Mistake, Result, current_profile, flip_accuracy, load_result, machine_name,
-                   misclassified, prepare_data, run, runs)
+                   misclassified, prepare_data, run, run_each)
 from .studies import MAIN, STUDY, book_config, main_configs, study_config
 
 __all__ = [
     "chapters", "plots", "probes", "report", "studies", "verdicts", "benchmark_records",
     "part_times", "reproduce", "results", "wall_times", "write_index",
     "Mistake", "Result", "current_profile", "flip_accuracy", "load_result", "machine_name",
-    "misclassified", "prepare_data", "run", "runs",
+    "misclassified", "prepare_data", "run", "run_each",
     "MAIN", "STUDY", "book_config", "main_configs", "study_config",
 ]

@@ -16,7 +16,7 @@ import pandas as pd
 from ..store import atomic_write_json, atomic_write_text
 from ..train import Config, Pipeline
 from .cache import result_paths, results_dir
-from .runs import Result, data_for, load_result, resolve_profile, run, runs
+from .runs import Result, data_for, load_result, resolve_profile, run, run_each
 from .shift import shift_found, shift_path, shift_table
 from .smoothness import probes_path, smoothness, smoothness_found
 from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts
@@ -43,8 +43,8 @@ def results(part: str, profile: str | None = None, *, seeds: tuple[int, ...] = B
     if part not in parts:
         raise ValueError(f"Unknown value {part!r} for argument part. "
                          f"Valid values are {', '.join(parts)}.")
-    return runs(parts[part], profile=profile, device=device, progress=progress,
-                retrain=retrain, root=root, download=download, data=data)
+    return run_each(parts[part], profile=profile, device=device, progress=progress,
+                    retrain=retrain, root=root, download=download, data=data)
 
 
 def _unique(results_: list[Result]) -> list[Result]:

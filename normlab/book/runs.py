@@ -141,9 +141,10 @@ def data_for(configs: list[Config], root: str | os.PathLike | None = None,
     return data
 
 
-def runs(configs: Sequence[Config], *, profile: str | None = None, device: str = "auto",
-         progress: bool = True, retrain: bool = False, root: str | os.PathLike | None = None,
-         download: bool = True, data: dict | None = None) -> list[Result]:
+def run_each(configs: Sequence[Config], *, profile: str | None = None, device: str = "auto",
+             progress: bool = True, retrain: bool = False,
+             root: str | os.PathLike | None = None, download: bool = True,
+             data: dict | None = None) -> list[Result]:
     """:func:`run` of each of ``configs``, in their order, with the data of each subset they
     use loaded once (:func:`data_for`, from ``root``) or taken from ``data``: what a list of
     ``run(config)`` calls gives, without loading CIFAR-10 again for each."""
