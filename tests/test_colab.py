@@ -99,6 +99,7 @@ def committed_for(data_root: str) -> bool:
 @pytest.mark.skipif(not DATA, reason="NORMLAB_DATA is not set (nothing can be downloaded)")
 def test_chapter_runs_in_a_fresh_colab_like_environment(colab_python, tmp_path, monkeypatch,
                                                        outer_cache):
+    # the data decoded once for the tests (outer_cache): a first decode is tested in test_data
     monkeypatch.setenv("NORMLAB_RESULTS", str(ROOT / "results"))
     if not committed_for(DATA):
         pytest.skip(f"the committed results were trained on other data than {DATA}")

@@ -78,6 +78,30 @@ def test_the_archive_and_a_folder_of_its_images_are_one_data_set(canonical_cifar
     assert run(config, folder, progress=False).test_accuracy == trained.test_accuracy
 
 
+def test_the_folder_fingerprint_keys_decoded_data_as_before(image_folder, monkeypatch):
+    """The fingerprint slices path strings; the caches on disk were keyed by pathlib's
+    relative paths: both give the same key, from an absolute and from a relative root."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    from normlab.data import _fingerprint, _folder_samples
+
+    def by_pathlib(root, samples):
+        digest = hashlib.sha256()
+        for split, items in samples.items():
+            for path, label in items:
+                stat = os.stat(path)
+                digest.update(f"{split}/{Path(path).relative_to(root / split)}:{label}:"
+                              f"{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:16]
+
+    monkeypatch.chdir(image_folder.parent)
+    for root in (image_folder, Path(image_folder.name)):
+        samples = {split: _folder_samples(root / split)[0] for split in ("train", "test")}
+        assert _fingerprint(root, samples) == by_pathlib(root, samples)
+
+
 def test_a_same_size_edit_of_one_pixel_changes_the_identity(image_folder, tmp_path):
     path = image_folder / "train" / "cat" / "0003.png"
     image = torchvision.io.decode_image(str(path))

@@ -49,8 +49,9 @@ def test_sweeps_share_a_worker_pool_which_replaces_a_dead_worker(folder, monkeyp
         monkeypatch.setattr(sys.modules["normlab.book.sweep"], "WorkerPool", None)
         for seed in (0, 1):
             summary = run_many([tiny(seed=seed), tiny(norm="layer", seed=seed)], "full",
-                               root=folder, progress=False, pool=pool)
+                               workers=2, root=folder, progress=False, pool=pool)
             assert len(summary.trained) == 2 and not summary.failed
+            assert summary.where.startswith("2 workers")
         workers = {pool.submit(os.getpid).result() for _ in range(8)}
         assert 1 <= len(workers) <= 2
         with pytest.raises(BrokenProcessPool):            # a worker dies mid-run ...

@@ -2,7 +2,8 @@
 the book, statistics and tables, figures, probes, and ``reproduce``.
 
 - :mod:`~normlab.book.runs`: :func:`run` a :class:`normlab.Config` -> :class:`Result`
-  (:func:`run_each` for several), cached (:mod:`~normlab.book.cache`: where results live and their keys);
+  (:func:`run_each` for several), cached (:mod:`~normlab.book.cache`: where results live
+  and their keys);
 - :mod:`~normlab.book.studies`: the presets :data:`MAIN` and :data:`STUDY`, the sweep, the
   ablations and every part of the book (:func:`book_parts`);
 - :mod:`~normlab.book.reproduce`: :func:`results` of a part, :func:`reproduce`, the index;

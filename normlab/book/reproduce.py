@@ -123,9 +123,11 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
               seeds: tuple[int, ...] = BOOK_SEEDS, main: dict | None = None,
               root=None, download: bool = True, **sweep):
     """Train (or find) ``parts`` of the book (default: all), part by part, each part's runs
-    in parallel (:func:`normlab.book.sweep.run_many`, with ``sweep``'s settings, on local
-    worker processes that every part shares); yield ``(part, summary)`` as each part
-    finishes, then rewrite the index (:func:`write_index`).
+    in parallel (:func:`normlab.book.sweep.run_many`, with ``sweep``'s settings; local
+    worker processes serve every part, a :class:`normlab.book.sweep.WorkerPool`); yield
+    ``(part, summary)`` as each part finishes, then rewrite the index
+    (:func:`write_index`). Stopped early, it stops its workers when closed (``close()``,
+    or when the generator is collected).
     ``main`` changes fields of the main models (``--epochs`` on the command line), also
     where ``shift`` tests them."""
     profile = resolve_profile(profile)
@@ -166,9 +168,8 @@ def _one_by_one(configs: list[Config], profile: str, root, download: bool, retra
                 found_: Callable, make: Callable) -> Summary:
     """Make what ``configs`` need (``make``, where ``found_`` says it is missing, or all
     with ``retrain``), one after another in this process: the smoothness probes and the
-    shift tables. A run that
-    fails is reported in the summary, as :func:`normlab.book.sweep.run_many` does, and the
-    others go on."""
+    shift tables. A run that fails is reported in the summary, as
+    :func:`normlab.book.sweep.run_many` does, and the others go on."""
     start = time.perf_counter()
     summary = Summary(configs, "this process, one run at a time")
     data = data_for(configs, root, download)

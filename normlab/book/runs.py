@@ -147,7 +147,13 @@ def run_each(configs: Sequence[Config], *, profile: str | None = None, device: s
              data: dict | None = None) -> list[Result]:
     """:func:`run` of each of ``configs``, in their order, with the data of each subset they
     use loaded once (:func:`data_for`, from ``root``) or taken from ``data``: what a list of
-    ``run(config)`` calls gives, without loading CIFAR-10 again for each."""
+    ``run(config)`` calls gives, without loading CIFAR-10 again for each.
+
+    Raises:
+        KeyError: ``data`` lacks a subset that ``configs`` use.
+        FileNotFoundError: a result is missing and ``$NORMLAB_TRAIN`` is ``never``
+            (:func:`run`).
+    """
     data = data or data_for(configs, root, download)
     return [run(c, data[(c.train_subset, c.test_subset)], profile=profile, device=device,
                 progress=progress, retrain=retrain) for c in configs]

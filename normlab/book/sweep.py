@@ -83,6 +83,8 @@ class WorkerPool:
         self.workers, self._executor = workers, None
 
     def submit(self, function, *args) -> Future:
+        """``function(*args)`` in a worker process (picklable, as for
+        :class:`concurrent.futures.ProcessPoolExecutor`); returns its future."""
         if self._executor is None:
             self._executor = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
         try:
@@ -160,7 +162,7 @@ def run_many(configs: list[Config], profile: str | None = None, *, workers: int 
     Args:
         workers: local worker processes (default :func:`default_workers`; 1 trains in this
             process), each with ``threads`` threads; started for this sweep and stopped
-            after it, unless ``pool`` (a :class:`WorkerPool`) gives them.
+            after it, unless ``pool`` (a :class:`WorkerPool`) gives them, and their number.
         ray_address: run on the Ray cluster at this address instead (``"local"`` starts
             one on this machine), each run with ``threads`` CPUs and ``gpus_per_run`` of a
             GPU (a fraction: several of these small models share one GPU).
@@ -175,7 +177,7 @@ def run_many(configs: list[Config], profile: str | None = None, *, workers: int 
     profile = resolve_profile(profile)
     check_writable(results_dir() / profile)
     start = time.perf_counter()
-    workers = workers or default_workers()
+    workers = pool.workers if pool is not None else workers or default_workers()
     where = (f"Ray cluster {ray_address}, {threads} CPU and {gpus_per_run:g} GPU per run"
              if ray_address is not None else
              f"{workers} worker{'s' * (workers > 1)} x {threads} thread{'s' * (threads > 1)} "
@@ -225,11 +227,15 @@ def _here(configs: list[Config], data: dict, profile: str, device: str):
 def _on_processes(arguments: list[tuple], workers: int, pool: WorkerPool | None):
     """(config, files or the exception) for each run, as they finish in worker processes:
     those of ``pool``, or ``workers`` started for these runs."""
-    with WorkerPool(min(workers, len(arguments))) if pool is None else nullcontext(pool) as pool:
-        futures = {pool.submit(train_files, *args): args[0] for args in arguments}
-        for future in as_completed(futures):
-            error = future.exception()
-            yield futures[future], error if error is not None else future.result()
+    with WorkerPool(min(workers, len(arguments))) if pool is None else nullcontext(pool) as on:
+        futures = {on.submit(train_files, *args): args[0] for args in arguments}
+        try:
+            for future in as_completed(futures):
+                error = future.exception()
+                yield futures[future], error if error is not None else future.result()
+        finally:   # a sweep stopped early leaves no queued runs on a shared pool
+            for future in futures:
+                future.cancel()
 
 
 def _on_ray(arguments: list[tuple], address: str, threads: int, gpus_per_run: float):
