@@ -90,17 +90,20 @@ class WorkerPool:
         try:
             return self._executor.submit(function, *args)
         except BrokenProcessPool:
+            self._stop()
+            return self.submit(function, *args)
+
+    def _stop(self) -> None:
+        """Stop the processes (queued runs are cancelled, running ones finish)."""
+        if self._executor is not None:
             self._executor.shutdown(cancel_futures=True)
             self._executor = None
-            return self.submit(function, *args)
 
     def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exception) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(cancel_futures=True)
-            self._executor = None
+        self._stop()
 
 
 def train_files(config: Config, profile: str, root: str | None, download: bool, device: str,
