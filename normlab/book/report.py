@@ -37,7 +37,7 @@ def provenance(results: Sequence[Result]) -> str:
     """One line on where ``results`` were trained: in what precision, on what machine, with
     which torch, from which data (its content identity), e.g. ``"Trained in bfloat16 on
     AMD EPYC (family 25, model 17), 2 threads, cpu, with torch 2.14.1,
-    on a JPEG re-encoded copy of CIFAR-10 at quality about 75 (cifar10-f89cbf36aae63aa2)."``
+    on the canonical CIFAR-10 pixels (cifar10-04c544eb176e291d)."``
     (:func:`normlab.data.describe`); a mix of machines lists each with its count."""
     where = pd.Series([f"in {r.info['precision']} on {machine_name(r.info)}, with torch "
                        f"{r.info['torch']}" for r in results]).value_counts(sort=False)
