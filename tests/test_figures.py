@@ -145,12 +145,13 @@ def test_lr_tolerance_and_lead_read_as_sentences(tiny_data):
     table = lr_tolerance_table(results, (1.0, 6))
     row = table.loc["none"]
     assert row["diverged at"] == "1e+06" and row["best peak lr"] in (0.02, 0.05)
-    assert row["sentence"].startswith("No norm is best at a peak rate of 0.0")
+    assert row["sentence"].startswith("Without normalization, the best peak rate is 0.0")
     other = "0.05" if row["best peak lr"] == 0.02 else "0.02"
-    assert row["sentence"].endswith((f"within the noise of that at {other}; it diverged at 1e+06.",
-                                     "every other rate that trained; it diverged at 1e+06."))
+    assert row["sentence"].endswith((f"within the noise of it: {other}; the network diverged "
+                                     f"at 1e+06.", "every other rate that trained is below it "
+                                     "beyond the noise; the network diverged at 1e+06."))
     only_diverged = lr_tolerance_table(results[2:], (1.0, 6)).loc["none", "sentence"]
-    assert only_diverged == "No norm diverged at every peak rate tried."
+    assert only_diverged == "Without normalization, the network diverged at every peak rate tried."
     budget = [run(tiny(norm=n, epochs=e), tiny_data, progress=False)
               for n in ("batch", "group") for e in (1, 2)]
     [(other, phrase)] = lead_by(budget, "epochs", (1.0, 6), unit="epoch").items()

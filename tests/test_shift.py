@@ -3,6 +3,7 @@
 import sys
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -49,6 +50,26 @@ def test_unknown_shifts_and_images_not_uint8_are_refused():
         shift(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "blur", 4)
 
 
+def test_shift_summary_compares_the_other_norms_with_re_estimated_batch_norm():
+    # drops in points: under noise group norm loses 20 more than re-estimated batch norm,
+    # under blur the same; the seeds add a little spread
+    drops = {("batch", False, "gaussian noise"): 32, ("batch", True, "gaussian noise"): 10,
+             ("group", False, "gaussian noise"): 30, ("batch", False, "blur"): 35,
+             ("batch", True, "blur"): 20, ("group", False, "blur"): 20}
+    rows = [{"norm": n, "seed": seed, "adapted": a, "shift": "clean", "severity": 0,
+             "accuracy": 85.0} for n, a in dict.fromkeys((n, a) for n, a, _ in drops)
+            for seed in range(3)]
+    rows += [{"norm": n, "seed": seed, "adapted": a, "shift": name, "severity": severity,
+              "accuracy": 85.0 - drop + (seed - 1) * {"batch": 0.5, "group": -0.5}[n] * (1 + a)}
+             for (n, a, name), drop in drops.items() for seed in range(3) for severity in (1, 2, 3)]
+    summary = shift_summary(pd.DataFrame(rows))
+    noise, blur = summary["per_image"].split("; ")
+    assert noise.startswith("under gaussian noise, GroupNorm vs re-estimated BatchNorm (+20.")
+    assert blur == "under blur, none"
+    only_group = shift_summary(pd.DataFrame([r for r in rows if r["norm"] == "group"]))
+    assert only_group["per_image"] == "no batch-norm model was tested"
+
+
 def test_shift_table_adapts_batch_norm_only(tiny_data, monkeypatch):
     configs = [Config(norm=n, seed=s, epochs=1, batch_size=25, lr=0.05, widths=(8,) * 6)
                for s in (0, 1) for n in ("batch", "group")]
@@ -73,6 +94,7 @@ def test_shift_table_adapts_batch_norm_only(tiny_data, monkeypatch):
     assert summary["differences"].count("; under ") == len(SHIFTS) - 1
     assert summary["adaptation"].startswith("batch norm's test accuracy ")
     assert "the noise for " in summary["adaptation"]
+    assert summary["per_image"].startswith("under gaussian noise, ")
     # each model's rows are kept beside it, and found again without testing anything
     assert all(shift_path(r).exists() for r in results)
     monkeypatch.setattr(sys.modules["normlab.book.shift"], "shifted_accuracy", None)

@@ -8,10 +8,10 @@ from ..data import CIFAR10
 from ..train import Pipeline, predict
 from .probes import reestimate_batch_statistics
 from ..norms import NORM_LABELS
-from .report import glue, median_epoch, provenance
-from .verdicts import against_noise, all_pairs, listing, moves, paired, pairs_beyond, signed
-from .runs import Result, machine_name, prepare_data, run
-from .studies import book_config
+from .report import epoch_seconds, glue, median_epoch, provenance
+from .verdicts import against_noise, all_pairs, listing, moves, paired, pairs_beyond, signed, welch
+from .runs import Result, load_result, machine_name, prepare_data, run
+from .studies import book_config, main_configs
 
 
 def norm_chapter(norm: str, retrain: bool = False) -> Result:
@@ -22,9 +22,12 @@ def norm_chapter(norm: str, retrain: bool = False) -> Result:
     ``label_smoothing``, ``smoothed_true`` and ``smoothed_other`` (the recipe's OneCycle
     warm-up and label-smoothing targets), ``groups``, ``width_range`` and
     ``group_channels`` (group norm's G, the layers' channels and the channels per group),
-    ``epoch_s`` (the median seconds of an epoch),
-    ``train_minutes`` and ``machine`` (how long the training took, and where), and
-    ``provenance`` (:func:`normlab.book.report.provenance`)."""
+    ``epoch_s`` (the median seconds of this run's epochs), ``fastest_epoch_s`` and
+    ``timed_runs`` (the least disturbed median among this norm's main runs found trained on
+    the same machine, :func:`normlab.book.report.epoch_seconds`, and how many there are),
+    ``train_minutes`` (the run's length at that pace) and ``machine`` (where it ran), and
+    ``provenance`` (:func:`normlab.book.report.provenance`). The other seeds are only looked
+    up, never trained."""
     config = book_config(norm)
     data = prepare_data(config)
     result = run(config, data, retrain=retrain)
@@ -43,9 +46,15 @@ def norm_chapter(norm: str, retrain: bool = False) -> Result:
     glue("width_range", f"{min(config.widths)} to {max(config.widths)}")
     glue("group_channels", f"{min(config.widths) // config.groups} to "
                            f"{max(config.widths) // config.groups}")
+    machine = machine_name(result.info)
+    others = [load_result(c, data) for c in main_configs() if c.norm == norm and c != config]
+    timed = [result] + [r for r in others if r is not None and machine_name(r.info) == machine]
+    fastest = epoch_seconds(timed)["seconds per epoch"].iloc[0]
     glue("epoch_s", f"{median_epoch(result):.0f} s")
-    glue("train_minutes", f"{result.seconds / 60:.0f} minutes")
-    glue("machine", machine_name(result.info))
+    glue("fastest_epoch_s", f"{fastest:.0f} s")
+    glue("timed_runs", str(len(timed)))
+    glue("train_minutes", f"{config.epochs * fastest / 60:.0f} minutes")
+    glue("machine", machine)
     glue("provenance", provenance([result]))
     return result
 
@@ -89,20 +98,21 @@ def lr_tolerance_table(results: list[Result], noise: tuple[float, int]) -> pd.Da
         tolerated = [f"{r.config.lr:g}" for r in trained if r is not best and not (
             (d := against_noise([100 * r.test_accuracy], [100 * best.test_accuracy], *noise))
             .beyond_noise and d.difference < 0)]
+        subject = "Without normalization," if norm == "none" else f"With {NORM_LABELS[norm]},"
         if best is None:
-            sentence = f"{NORM_LABELS[norm]} diverged at every peak rate tried."
+            sentence = f"{subject} the network diverged at every peak rate tried."
         else:
-            sentence = (f"{NORM_LABELS[norm]} is best at a peak rate of {best.config.lr:g} "
-                        f"({100 * best.test_accuracy:.1f}%), "
-                        + (f"and within the noise of that at {listing(tolerated)}; " if tolerated
-                           else "and below it beyond the noise at every other rate that trained; ")
-                        + (f"it diverged at {listing(diverged)}." if diverged
-                           else "it never diverged."))
+            sentence = (f"{subject} the best peak rate is {best.config.lr:g} "
+                        f"({100 * best.test_accuracy:.1f}%); "
+                        + (f"within the noise of it: {listing(tolerated)}; " if tolerated
+                           else "every other rate that trained is below it beyond the noise; ")
+                        + (f"the network diverged at {listing(diverged)}." if diverged
+                           else "the network never diverged."))
         rows[norm] = {"best peak lr": best and best.config.lr,
                       "best test accuracy (%)": best and round(100 * best.test_accuracy, 2),
                       "within the noise of the best": ", ".join(tolerated) or "none",
                       "diverged at": ", ".join(diverged) or "none",
-                      "sentence": sentence[0].upper() + sentence[1:]}
+                      "sentence": sentence}
     return pd.DataFrame(rows).T
 
 
@@ -147,7 +157,9 @@ def shift_summary(table: pd.DataFrame) -> dict[str, str]:
     ``differences``, for each shift, the pairs of norms whose drops differ beyond the noise
     (Welch's t test over the seeds); ``adaptation``, what re-estimating batch norm's
     statistics on the shifted images does to its accuracy under each shift (paired t test
-    over the seeds)."""
+    over the seeds); ``per_image``, for each shift, the other norms whose drops differ
+    beyond the noise from re-estimated batch norm's (Welch; positive: the other norm drops
+    more). Without batch-norm models the last two say so."""
     drops = shift_drops(table)
     plain = drops[~drops["adapted"]]
     overall = plain.groupby("norm", sort=False)["drop"].mean()
@@ -160,7 +172,7 @@ def shift_summary(table: pd.DataFrame) -> dict[str, str]:
     batch = drops[drops["norm"] == "batch"].pivot(index=["shift", "seed"], columns="adapted",
                                                    values="drop")
     if batch.empty:
-        sentences["adaptation"] = "no batch-norm model was tested"
+        sentences["adaptation"] = sentences["per_image"] = "no batch-norm model was tested"
         return sentences
     # a smaller drop is a higher accuracy: the paired difference of accuracies is
     # (running-statistics drop) - (re-estimated drop)
@@ -168,4 +180,11 @@ def shift_summary(table: pd.DataFrame) -> dict[str, str]:
                             "running statistics")
                for name, rows in batch.groupby(level="shift", sort=False)}
     sentences["adaptation"] = moves(changes, "batch norm's test accuracy")
+    per_image = []
+    for name, rows in plain[plain["norm"] != "batch"].groupby("shift", sort=False):
+        reestimated = list(batch.loc[name, True])
+        found = [welch(list(r["drop"]), reestimated, NORM_LABELS[n], "re-estimated BatchNorm")
+                 for n, r in rows.groupby("norm", sort=False)]
+        per_image.append(f"under {name}, {pairs_beyond(found, 'none')}")
+    sentences["per_image"] = "; ".join(per_image) or "no other norm was tested"
     return sentences
