@@ -158,6 +158,30 @@ def test_lr_tolerance_and_lead_read_as_sentences(tiny_data):
     assert other == "group" and " points at 1 epoch (" in phrase and " at 2 epochs (" in phrase
 
 
+def test_book_pace_is_the_least_disturbed_main_run_on_the_first_found_runs_machine(
+        runs, monkeypatch):
+    import copy
+
+    from normlab.book import chapters
+    from normlab.book.runs import machine_name
+
+    def timed(seconds, processor):
+        r = copy.copy(runs[2])                   # group norm, seed 0
+        r.history = copy.copy(r.history)
+        r.history.seconds = seconds
+        r.info = {**r.info, "processor": processor}
+        return r
+
+    # seed 0 ran on A, slowed by other work; seed 3 ran on B, faster; seed 2 is missing
+    found = {0: timed([90.0, 100.0, 300.0], "A"), 1: timed([40.0, 40.0, 45.0], "A"), 2: None,
+             3: timed([10.0] * 3, "B"), 4: timed([60.0] * 3, "A")}
+    monkeypatch.setattr(chapters, "load_result",
+                        lambda config, data: found[config.seed] if config.norm == "group" else None)
+    monkeypatch.setattr(chapters, "run", None)   # looked up, never trained
+    assert chapters.book_pace("group", None) == (machine_name(found[0].info), 40.0, 3)
+    assert chapters.book_pace("layer", None) is None
+
+
 def test_epoch_seconds_takes_each_norms_least_disturbed_run(runs):
     import copy
 

@@ -67,7 +67,10 @@ def test_shift_summary_compares_the_other_norms_with_re_estimated_batch_norm():
     assert noise.startswith("under gaussian noise, GroupNorm vs re-estimated BatchNorm (+20.")
     assert blur == "under blur, none"
     only_group = shift_summary(pd.DataFrame([r for r in rows if r["norm"] == "group"]))
-    assert only_group["per_image"] == "no batch-norm model was tested"
+    assert only_group["per_image"] == "no batch-norm model was tested with re-estimated statistics"
+    no_batch_blur = shift_summary(pd.DataFrame(
+        [r for r in rows if not (r["norm"] == "batch" and r["shift"] == "blur")]))
+    assert no_batch_blur["per_image"].endswith("; under blur, batch norm was not re-estimated")
 
 
 def test_shift_table_adapts_batch_norm_only(tiny_data, monkeypatch):

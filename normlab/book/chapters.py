@@ -22,15 +22,15 @@ def norm_chapter(norm: str, retrain: bool = False) -> Result:
     ``label_smoothing``, ``smoothed_true`` and ``smoothed_other`` (the recipe's OneCycle
     warm-up and label-smoothing targets), ``groups``, ``width_range`` and
     ``group_channels`` (group norm's G, the layers' channels and the channels per group),
-    ``epoch_s`` (the median seconds of this run's epochs), ``fastest_epoch_s`` and
-    ``timed_runs`` (the least disturbed median among this norm's main runs found trained on
-    the same machine, :func:`normlab.book.report.epoch_seconds`, and how many there are),
-    ``train_minutes`` (the run's length at that pace) and ``machine`` (where it ran), and
-    ``provenance`` (:func:`normlab.book.report.provenance`). The other seeds are only looked
-    up, never trained."""
+    ``epoch_s`` (the median seconds of this run's epochs), ``machine``, ``fastest_epoch_s``,
+    ``timed_runs`` and ``train_minutes`` (:func:`book_pace`, as found before any retraining:
+    where the book's runs ran, their least disturbed epoch, how many, and a run's length at
+    that pace), and ``provenance`` (:func:`normlab.book.report.provenance`)."""
     config = book_config(norm)
     data = prepare_data(config)
+    pace = book_pace(norm, data)        # the book's runs, before a retraining replaces one
     result = run(config, data, retrain=retrain)
+    machine, fastest, timed = pace or book_pace(norm, data)
     glue("train_acc", f"{100 * result.train_accuracy:.1f}%")
     glue("test_acc", f"{100 * result.test_accuracy:.1f}%")
     glue("epochs", str(config.epochs))
@@ -46,17 +46,28 @@ def norm_chapter(norm: str, retrain: bool = False) -> Result:
     glue("width_range", f"{min(config.widths)} to {max(config.widths)}")
     glue("group_channels", f"{min(config.widths) // config.groups} to "
                            f"{max(config.widths) // config.groups}")
-    machine = machine_name(result.info)
-    others = [load_result(c, data) for c in main_configs() if c.norm == norm and c != config]
-    timed = [result] + [r for r in others if r is not None and machine_name(r.info) == machine]
-    fastest = epoch_seconds(timed)["seconds per epoch"].iloc[0]
     glue("epoch_s", f"{median_epoch(result):.0f} s")
-    glue("fastest_epoch_s", f"{fastest:.0f} s")
-    glue("timed_runs", str(len(timed)))
-    glue("train_minutes", f"{config.epochs * fastest / 60:.0f} minutes")
     glue("machine", machine)
+    glue("fastest_epoch_s", f"{fastest:.0f} s")
+    glue("timed_runs", f"{timed} main run{'s' * (timed != 1)}")
+    glue("train_minutes", f"{config.epochs * fastest / 60:.0f} minutes")
     glue("provenance", provenance([result]))
     return result
+
+
+def book_pace(norm: str, data: CIFAR10) -> tuple[str, float, int] | None:
+    """Where the book's main runs of ``norm`` ran (:func:`normlab.book.runs.machine_name` of
+    the first found, seed 0's where it is), the seconds per epoch of the least disturbed of
+    those that ran there (:func:`normlab.book.report.epoch_seconds`: on a shared machine
+    other work slows some runs) and how many did; None where none is found. Results are
+    only looked up, never trained."""
+    found = [r for c in main_configs() if c.norm == norm
+             if (r := load_result(c, data)) is not None]
+    if not found:
+        return None
+    machine = machine_name(found[0].info)
+    timed = [r for r in found if machine_name(r.info) == machine]
+    return machine, float(epoch_seconds(timed)["seconds per epoch"].iloc[0]), len(timed)
 
 
 def history_table(result: Result) -> pd.DataFrame:
@@ -159,7 +170,8 @@ def shift_summary(table: pd.DataFrame) -> dict[str, str]:
     statistics on the shifted images does to its accuracy under each shift (paired t test
     over the seeds); ``per_image``, for each shift, the other norms whose drops differ
     beyond the noise from re-estimated batch norm's (Welch; positive: the other norm drops
-    more). Without batch-norm models the last two say so."""
+    more). The last two say so where no batch-norm model was re-estimated, and
+    ``per_image`` where no other norm was tested or, per shift, batch norm was not."""
     drops = shift_drops(table)
     plain = drops[~drops["adapted"]]
     overall = plain.groupby("norm", sort=False)["drop"].mean()
@@ -171,8 +183,9 @@ def shift_summary(table: pd.DataFrame) -> dict[str, str]:
     sentences["differences"] = "; ".join(per_shift)
     batch = drops[drops["norm"] == "batch"].pivot(index=["shift", "seed"], columns="adapted",
                                                    values="drop")
-    if batch.empty:
-        sentences["adaptation"] = sentences["per_image"] = "no batch-norm model was tested"
+    if True not in batch:
+        sentences["adaptation"] = sentences["per_image"] = (
+            "no batch-norm model was tested with re-estimated statistics")
         return sentences
     # a smaller drop is a higher accuracy: the paired difference of accuracies is
     # (running-statistics drop) - (re-estimated drop)
@@ -180,10 +193,14 @@ def shift_summary(table: pd.DataFrame) -> dict[str, str]:
                             "running statistics")
                for name, rows in batch.groupby(level="shift", sort=False)}
     sentences["adaptation"] = moves(changes, "batch norm's test accuracy")
+    reestimated = batch[True].dropna()
     per_image = []
     for name, rows in plain[plain["norm"] != "batch"].groupby("shift", sort=False):
-        reestimated = list(batch.loc[name, True])
-        found = [welch(list(r["drop"]), reestimated, NORM_LABELS[n], "re-estimated BatchNorm")
+        if name not in reestimated.index.get_level_values("shift"):
+            per_image.append(f"under {name}, batch norm was not re-estimated")
+            continue
+        found = [welch(list(r["drop"]), list(reestimated.xs(name, level="shift")),
+                       NORM_LABELS[n], "re-estimated BatchNorm")
                  for n, r in rows.groupby("norm", sort=False)]
         per_image.append(f"under {name}, {pairs_beyond(found, 'none')}")
     sentences["per_image"] = "; ".join(per_image) or "no other norm was tested"
