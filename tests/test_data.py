@@ -1,11 +1,16 @@
 """Loading (image folder, canonical archive), errors, statistics and augmentation."""
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
 import torchvision.transforms.v2.functional as TF
 
 import normlab.book.runs
+import normlab.data
 from normlab import CIFAR10, Config, augment, channel_stats, load_data
 from normlab.book import run
 from normlab.data import load_cifar10, load_image_folder, normalize
@@ -78,28 +83,56 @@ def test_the_archive_and_a_folder_of_its_images_are_one_data_set(canonical_cifar
     assert run(config, folder, progress=False).test_accuracy == trained.test_accuracy
 
 
-def test_the_folder_fingerprint_keys_decoded_data_as_before(image_folder, monkeypatch):
-    """The fingerprint slices path strings; the caches on disk were keyed by pathlib's
-    relative paths: both give the same key, from an absolute and from a relative root."""
-    import hashlib
-    import os
-    from pathlib import Path
-
-    from normlab.data import _fingerprint, _folder_samples
-
-    def by_pathlib(root, samples):
-        digest = hashlib.sha256()
-        for split, items in samples.items():
-            for path, label in items:
-                stat = os.stat(path)
-                digest.update(f"{split}/{Path(path).relative_to(root / split)}:{label}:"
-                              f"{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-        return digest.hexdigest()[:16]
-
+def test_a_relative_root_finds_the_decoded_data_of_the_absolute(image_folder, tmp_path,
+                                                                 monkeypatch):
+    data = load_image_folder(image_folder)
     monkeypatch.chdir(image_folder.parent)
-    for root in (image_folder, Path(image_folder.name)):
-        samples = {split: _folder_samples(root / split)[0] for split in ("train", "test")}
-        assert _fingerprint(root, samples) == by_pathlib(root, samples)
+    monkeypatch.setattr(normlab.data, "_decode", lambda *a: pytest.fail("decoded again"))
+    assert load_image_folder(Path(image_folder.name)).identity == data.identity
+    assert len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 1
+
+
+def rewrite_uncompressed(path, edit=None):
+    """Write the PNG at ``path`` again without compression (its size is set by its shape),
+    with ``edit`` applied to its pixels, and give it back its modification time."""
+    stat = path.stat()
+    image = torchvision.io.decode_image(str(path))
+    if edit:
+        edit(image)
+    torchvision.io.write_png(image, str(path), compression_level=0)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    return image
+
+
+def flip_a_bit(image):
+    image[0, 5, 5] ^= 1
+
+
+def test_two_folders_of_same_size_same_time_images_each_give_their_own_pixels(image_folder,
+                                                                             tmp_path):
+    """An uncompressed export and an edited copy with preserved times: the same names,
+    sizes and modification times, other pixels."""
+    path = image_folder / "train" / "cat" / "0003.png"
+    rewrite_uncompressed(path)
+    first = load_image_folder(image_folder)
+    copy = tmp_path / "copy"
+    shutil.copytree(image_folder, copy)                # copy2: the times are preserved
+    edited = rewrite_uncompressed(copy / "train" / "cat" / "0003.png", flip_a_bit)
+    assert (copy / "train" / "cat" / "0003.png").stat().st_size == path.stat().st_size
+    second = load_image_folder(copy)
+    assert second.identity != first.identity
+    assert any(torch.equal(image, edited) for image in second.train_images)
+    assert not any(torch.equal(image, edited) for image in first.train_images)
+
+
+def test_an_edit_that_keeps_size_and_modification_time_is_decoded_again(image_folder):
+    path = image_folder / "train" / "cat" / "0003.png"
+    rewrite_uncompressed(path)
+    before = load_image_folder(image_folder).identity
+    stat = path.stat()
+    rewrite_uncompressed(path, flip_a_bit)
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert load_image_folder(image_folder).identity != before
 
 
 def test_a_same_size_edit_of_one_pixel_changes_the_identity(image_folder, tmp_path):
