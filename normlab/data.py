@@ -27,16 +27,20 @@ gives another identity.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.transforms.v2.functional import to_dtype
 
 from .store import atomic_save, cache_dir
 
@@ -221,7 +225,7 @@ def _read_bytes(path: str) -> bytes:
 
 
 #: What the decoded-data cache holds, in its key: a change of decoding changes it.
-CACHE_FORMAT = "imagefolder-2"
+CACHE_FORMAT = "imagefolder-3"
 
 
 def _fingerprint(root: Path, samples: dict[str, list[tuple[str, int]]]) -> str:
@@ -239,19 +243,93 @@ def _fingerprint(root: Path, samples: dict[str, list[tuple[str, int]]]) -> str:
     return digest.hexdigest()[:16]
 
 
+#: The formats an image folder's files may have (what the extension filter,
+#: torchvision's ``IMG_EXTENSIONS``, lets through).
+IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, PPM/PGM and TIFF"
+#: Formats (as PIL names them) that :func:`torchvision.io.decode_image` decodes: the pixels
+#: the identities of :data:`KNOWN_DATA` were made with. PIL decodes the others.
+TORCHVISION_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+
+
+def _header(path: str, data: bytes) -> Image.Image:
+    """The image ``data`` (the file at ``path``) opened by PIL, which reads only its header
+    (size, mode, format), so that a huge image is refused before it is decoded.
+
+    Raises:
+        ValueError: not an image PIL reads, or larger than 32 x 32; the message names it.
+    """
+    try:
+        with warnings.catch_warnings():   # a large image is refused just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"Image {path} is far larger than 32 x 32 ({error}): is this folder "
+                         f"CIFAR-10?") from error
+    except OSError as error:   # PIL.UnidentifiedImageError, a truncated header
+        raise ValueError(_undecodable(path, error)) from error
+    width, height = image.size
+    if (height, width) != (32, 32):
+        raise ValueError(f"Image {path} has shape (3, {height}, {width}), expected "
+                         f"(3, 32, 32): is this folder CIFAR-10?")
+    return image
+
+
+def _undecodable(path: str, error: Exception) -> str:
+    return (f"Cannot decode image {path}: {error}. An image folder's files are "
+            f"{IMAGE_FORMATS} images: replace or remove the file, or point {DATA_ENV} at an "
+            f"intact copy.")
+
+
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """uint8 or uint16 (3, H, W) -> uint8, 16-bit values scaled to 8 (their high byte:
+    0x0180 -> 1), as :func:`torchvision.transforms.v2.functional.to_dtype` scales."""
+    return to_dtype(image, torch.uint8, scale=True)
+
+
+def _decode_pil(path: str, image: Image.Image) -> torch.Tensor:
+    """uint8 (3, H, W) of an image PIL has opened: 16-bit grey (``I;16``; the ``I`` of a
+    16-bit PGM) scaled to 8 bits, anything else converted to RGB by PIL.
+
+    Raises:
+        ValueError: 32-bit integer or floating-point pixels (modes ``I``, ``F``).
+    """
+    try:
+        if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PPM"):
+            grey = torch.from_numpy(np.asarray(image, dtype=np.uint16).copy())
+            return _to_uint8(grey).expand(3, -1, -1).contiguous()
+        if image.mode in ("I", "F"):
+            raise ValueError(f"Image {path} has {image.mode!r} pixels (32-bit integers or "
+                             f"floats), which have no one 8-bit reading: save it with 8 or "
+                             f"16 bits per channel.")
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    except OSError as error:   # a damaged body behind a good header
+        raise ValueError(_undecodable(path, error)) from error
+
+
+def _decode_file(path: str) -> torch.Tensor:
+    """uint8 (3, 32, 32) of the image file at ``path`` (any of :data:`IMAGE_FORMATS`; 16 bits
+    per channel scaled to 8), its size read from the header before it is decoded.
+
+    Raises:
+        ValueError: not decodable, or not 32 x 32; the message names the file.
+    """
+    data = _read_bytes(path)
+    header = _header(path, data)
+    if header.format not in TORCHVISION_FORMATS:
+        return _decode_pil(path, header)
+    try:
+        image = torchvision.io.decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                            mode=torchvision.io.ImageReadMode.RGB)
+    except RuntimeError as error:
+        raise ValueError(_undecodable(path, error)) from error
+    return _to_uint8(image)
+
+
 def _decode(samples: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 3, 32, 32) and int64 labels (N,) of ``samples`` (path, label)."""
     images = torch.empty(len(samples), 3, 32, 32, dtype=torch.uint8)
     for i, (path, _) in enumerate(samples):
-        try:
-            image = torchvision.io.decode_image(torchvision.io.read_file(path),
-                                                mode=torchvision.io.ImageReadMode.RGB)
-        except RuntimeError as error:
-            raise ValueError(f"Cannot decode image {path}: {error}. Replace or remove the "
-                             f"file, or point {DATA_ENV} at an intact copy.") from error
-        if image.shape != (3, 32, 32):
-            raise ValueError(f"Image {path} has shape {tuple(image.shape)}, expected "
-                             f"(3, 32, 32): is this folder CIFAR-10?")
-        images[i] = image
+        images[i] = _decode_file(path)
     return images, torch.tensor([label for _, label in samples], dtype=torch.int64)
 
 
@@ -268,7 +346,8 @@ def load_image_folder(root: str | os.PathLike) -> CIFAR10:
         FileNotFoundError: ``train/`` or ``test/`` is missing, or a class folder is empty
             (the message names it).
         ValueError: not 10 class folders, a link to a folder inside one, a file that cannot
-            be decoded or is not 32x32; the message names it.
+            be decoded (not one of :data:`IMAGE_FORMATS`) or is not 32x32 (read from its
+            header: a huge image is not decoded); the message names it.
     """
     root = Path(root).expanduser()
     samples, classes = {}, None

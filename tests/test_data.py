@@ -2,12 +2,16 @@
 
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
 import torchvision.transforms.v2.functional as TF
+from PIL import Image
 
 import normlab.book.runs
 import normlab.data
@@ -175,6 +179,59 @@ def test_corrupt_image_is_named(image_folder):
     bad = image_folder / "train" / "dog" / "0005.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match=r"Cannot decode image .*0005.png"):
+        load_image_folder(image_folder)
+
+
+@pytest.mark.parametrize("extension", ["png", "tif", "pgm"])
+def test_16_bit_images_are_scaled_to_8_bits(image_folder, extension):
+    """Each 16-bit value reads as its high byte (0x0180 -> 1, not 0x80 modulo 256)."""
+    grey = torch.arange(32 * 32).reshape(32, 32) % 256
+    path = image_folder / "train" / "cat" / "0003.png"
+    path.unlink()
+    Image.fromarray((grey * 256 + 0x80).numpy().astype(np.uint16)).save(path.with_suffix(f".{extension}"))
+    data = load_image_folder(image_folder)
+    expected = grey.to(torch.uint8).expand(3, 32, 32)
+    assert sum(torch.equal(image, expected) for image in data.train_images) == 1
+
+
+def test_bmp_tiff_and_ppm_images_are_decoded(image_folder, tmp_path):
+    png = load_image_folder(image_folder)
+    for extension, path in zip(["bmp", "tif", "tiff", "ppm"], (image_folder / "train").rglob("*.png")):
+        Image.open(path).save(path.with_suffix(f".{extension}"))
+        path.unlink()
+    assert load_image_folder(image_folder).identity == png.identity
+
+
+def test_a_file_that_is_no_image_lists_the_formats_read(image_folder):
+    (image_folder / "train" / "dog" / "0005.png").unlink()
+    (image_folder / "train" / "dog" / "0005.bmp").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"Cannot decode image .*0005.bmp.*PNG, JPEG, WebP, BMP, "
+                                         r"PPM/PGM and TIFF images: replace or remove"):
+        load_image_folder(image_folder)
+
+
+def png_header(width, height):
+    """A PNG of ``width`` x ``height`` RGB pixels whose data stops after a few rows: what
+    PIL's header reads, no decoder's image."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(3 * width * 4))) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("size, message", [(3000, r"has shape \(3, 3000, 3000\), expected \(3, 32, 32\)"),
+                                           (30000, r"is far larger than 32 x 32")])
+def test_a_huge_image_is_refused_from_its_header_without_decoding(image_folder, monkeypatch, size,
+                                                                  message):
+    path = image_folder / "train" / "airplane" / "0000.png"    # the first decoded
+    if size == 3000:
+        Image.new("RGB", (size, size)).save(path)
+    else:
+        path.write_bytes(png_header(size, size))    # 30000 x 30000: 2.7 GB decoded
+    monkeypatch.setattr(torchvision.io, "decode_image", lambda *a, **k: pytest.fail("decoded"))
+    monkeypatch.setattr(Image.Image, "load", lambda *a, **k: pytest.fail("decoded"))
+    with pytest.raises(ValueError, match=rf"Image .*0000.png {message}"):
         load_image_folder(image_folder)
 
 
