@@ -235,6 +235,25 @@ def test_a_huge_image_is_refused_from_its_header_without_decoding(image_folder, 
         load_image_folder(image_folder)
 
 
+@pytest.mark.parametrize("copies", [1, 4])
+def test_test_images_copied_into_the_training_split_are_refused_and_named(image_folder, copies):
+    tests = sorted((image_folder / "test").rglob("*.png"))[:copies]
+    for i, path in enumerate(tests):
+        shutil.copy(path, image_folder / "train" / path.parent.name / f"copy{i}.png")
+    shown = r"test/airplane/0000.png = train/airplane/copy0.png"
+    which = "images under .* have the pixels of training images" if copies > 1 else (
+        "image under .* has the pixels of a training image")
+    with pytest.raises(ValueError, match=rf"{copies} test {which} \({shown}.*"
+                                         rf"{', ...' if copies > 3 else ''}\): a model is not tested"):
+        load_image_folder(image_folder)
+
+
+def test_a_test_image_saved_again_in_another_format_in_training_is_found(image_folder):
+    Image.open(image_folder / "test" / "cat" / "0003.png").save(image_folder / "train" / "cat" / "x.bmp")
+    with pytest.raises(ValueError, match=r"test/cat/0003.png = train/cat/x.bmp"):
+        load_image_folder(image_folder)
+
+
 def test_channel_stats():
     images, _ = synthetic_images(20)
     mean, std = channel_stats(images)
