@@ -42,7 +42,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.transforms.v2.functional import to_dtype
 
-from .store import atomic_save, cache_dir
+from .store import CACHE_ENV, atomic_save, cache_dir
 
 DATA_ENV = "NORMLAB_DATA"
 
@@ -373,7 +373,9 @@ def load_image_folder(root: str | os.PathLike) -> CIFAR10:
     within a class, the files in name order. The decoded tensors and their identity are
     cached under ``~/.cache/normlab`` (``$NORMLAB_CACHE``), keyed by the folder and the
     files' names and bytes (:func:`_fingerprint`), so a second load takes about a second; a
-    cache file that does not load is rebuilt, with a warning.
+    cache file that does not load is rebuilt, with a warning. The cache is optional: where
+    it cannot be made or written (a file named as its folder, a full or read-only disk),
+    a warning says so and the images are decoded on every load.
 
     Raises:
         FileNotFoundError: ``train/`` or ``test/`` is missing, or a class folder is empty
@@ -395,14 +397,41 @@ def load_image_folder(root: str | os.PathLike) -> CIFAR10:
             raise ValueError(f"train/ and test/ under {root} hold different class folders: "
                              f"{classes} vs {split_classes}.")
         classes = split_classes
-    cached = cache_dir() / f"imagefolder-{_fingerprint(root, samples)}.pt"
-    tensors = _read_cache(cached)
+    cached = _cache_file(_fingerprint(root, samples))
+    tensors = _read_cache(cached) if cached else None
     if tensors is None:
         tensors = {split: _decode(items) for split, items in samples.items()}
         _check_disjoint(root, samples, tensors["train"][0], tensors["test"][0])
         tensors["identity"] = content_identity(*tensors["train"], *tensors["test"], classes)
-        atomic_save(tensors, cached)
+        if cached:
+            _write_cache(tensors, cached)
     return CIFAR10(*tensors["train"], *tensors["test"], classes, tensors["identity"])
+
+
+def _cache_file(key: str) -> Path | None:
+    """The decoded-data cache file of ``key`` (:func:`_fingerprint`), or None, with a
+    warning, where the cache folder cannot be made (a file in its place, no permission):
+    the cache is optional."""
+    try:
+        return cache_dir() / f"imagefolder-{key}.pt"
+    except OSError as error:
+        _uncached(error)
+        return None
+
+
+def _write_cache(tensors: dict, path: Path) -> None:
+    """Cache ``tensors`` at ``path``, or warn where it cannot be written (a full disk, a
+    read-only one) and go on."""
+    try:
+        atomic_save(tensors, path)
+    except OSError as error:
+        _uncached(error)
+
+
+def _uncached(error: OSError) -> None:
+    warnings.warn(f"The decoded images are not cached ({error}); going on without: the next "
+                  f"load decodes them again. Set {CACHE_ENV} to a folder with space that you "
+                  f"can write to.", stacklevel=4)
 
 
 def _read_cache(path: Path) -> dict | None:
@@ -417,7 +446,10 @@ def _read_cache(path: Path) -> dict | None:
     except Exception as error:  # torch raises many kinds for a damaged file
         warnings.warn(f"The decoded-data cache {path} does not load ({type(error).__name__});"
                       f" decoding the images again.", stacklevel=3)
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:   # a read-only cache: it is written again, or not, after decoding
+            pass
         return None
     return tensors
 

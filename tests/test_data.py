@@ -1,5 +1,6 @@
 """Loading (image folder, canonical archive), errors, statistics and augmentation."""
 
+import errno
 import os
 import shutil
 import struct
@@ -161,6 +162,31 @@ def test_a_decoded_data_cache_that_does_not_load_is_rebuilt(image_folder, tmp_pa
         again = load_image_folder(image_folder)
     assert again.identity == data.identity and torch.equal(again.train_images, data.train_images)
     assert load_image_folder(image_folder).identity == data.identity   # rebuilt: no warning
+
+
+@pytest.mark.parametrize("failure", ["/dev/null", "a file", "no space", "read-only"])
+def test_a_cache_that_cannot_be_written_warns_once_and_the_data_loads(image_folder, tmp_path,
+                                                                     monkeypatch, failure):
+    expected = load_image_folder(image_folder)
+    monkeypatch.setenv("NORMLAB_CACHE", str(tmp_path / "other-cache"))
+    if failure in ("/dev/null", "a file"):
+        (tmp_path / "a file").write_text("not a folder")
+        monkeypatch.setenv("NORMLAB_CACHE", "/dev/null" if failure == "/dev/null"
+                           else str(tmp_path / "a file"))
+        message = r"is not a folder.*point NORMLAB_CACHE at a folder"
+    else:
+        error = (OSError(errno.ENOSPC, f"No space left on {tmp_path}: free space and rerun")
+                 if failure == "no space" else OSError(errno.EROFS, "Read-only file system"))
+
+        def refused(*args):
+            raise error
+
+        monkeypatch.setattr(normlab.data, "atomic_save", refused)
+        message = "No space left on" if failure == "no space" else "Read-only file system"
+    with pytest.warns(UserWarning, match=rf"not cached \(.*{message}.*\); going on without") as record:
+        data = load_image_folder(image_folder)
+    assert len([w for w in record if "not cached" in str(w.message)]) == 1
+    assert data.identity == expected.identity and torch.equal(data.test_images, expected.test_images)
 
 
 def test_corrupt_canonical_archive_is_rejected(canonical_cifar):
