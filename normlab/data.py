@@ -40,6 +40,7 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.utils import check_integrity
 from torchvision.transforms.v2.functional import to_dtype
 
 from .store import CACHE_ENV, atomic_save, cache_dir
@@ -160,7 +161,8 @@ def load_cifar10(root: str | os.PathLike, download: bool = False) -> CIFAR10:
     torchvision verifies the MD5 sum of every batch file.
 
     Raises:
-        FileNotFoundError: the archive is missing or corrupt and cannot be downloaded.
+        FileNotFoundError: the archive is missing or corrupt and cannot be downloaded; the
+            message names each missing or damaged file (:func:`_archive_damage`).
     """
     root = Path(root).expanduser()
     splits = {}
@@ -170,12 +172,36 @@ def load_cifar10(root: str | os.PathLike, download: bool = False) -> CIFAR10:
             images = torch.from_numpy(ds.data).permute(0, 3, 1, 2)
             splits[train] = canonical_order(images, torch.tensor(ds.targets, dtype=torch.int64))
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted."
+        if damaged := _archive_damage(root):
+            folder = root / torchvision.datasets.CIFAR10.base_folder
+            raise FileNotFoundError(
+                f"The CIFAR-10 archive {folder} is incomplete: {', '.join(damaged)}. Extract "
+                f"cifar-10-python.tar.gz into {root} again, or remove {folder.name} and allow the "
+                f"download (download=True, --download), or set {DATA_ENV} to an intact copy."
+            ) from error
         raise FileNotFoundError(f"{_missing_data_message(root)} ({error})") from error
     except OSError as error:  # download attempted without a network
         raise FileNotFoundError(
             f"{_missing_data_message(root)} The download failed: {error}") from error
     tensors = (*splits[True], *splits[False], list(ds.classes))
     return CIFAR10(*tensors, content_identity(*tensors))
+
+
+def _archive_damage(root: Path) -> list[str]:
+    """The files of ``root/cifar-10-batches-py`` (where that folder exists) that are missing
+    or do not match the MD5 sum torchvision lists for them, as ``"data_batch_3 (missing)"``
+    or ``"test_batch (damaged: not the archive's MD5 sum)"``."""
+    cls = torchvision.datasets.CIFAR10
+    folder = root / cls.base_folder
+    if not folder.is_dir():
+        return []
+    damage = []
+    for name, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]:
+        if not (folder / name).is_file():
+            damage.append(f"{name} (missing)")
+        elif not check_integrity(str(folder / name), md5):
+            damage.append(f"{name} (damaged: not the archive's MD5 sum)")
+    return damage
 
 
 #: CIFAR-10's classes: an image folder must hold exactly this many class folders per split.

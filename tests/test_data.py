@@ -196,6 +196,21 @@ def test_corrupt_canonical_archive_is_rejected(canonical_cifar):
         load_cifar10(canonical_cifar)
 
 
+@pytest.mark.parametrize("name, damage", [("data_batch_3", "missing"), ("test_batch", "garbage"),
+                                          ("batches.meta", "missing")])
+def test_a_missing_or_garbage_archive_file_is_named_with_what_to_do(canonical_cifar, name, damage):
+    path = canonical_cifar / "cifar-10-batches-py" / name
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(b"garbage")
+    said = "missing" if damage == "missing" else "damaged: not the archive's MD5 sum"
+    with pytest.raises(FileNotFoundError, match=rf"archive .*cifar-10-batches-py is incomplete: {name} "
+                                                rf"\({said}\)\. Extract cifar-10-python.tar.gz into "
+                                                rf".* again, or .*--download.*set NORMLAB_DATA"):
+        load_data(canonical_cifar)
+
+
 def test_missing_data_says_what_to_set(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"No CIFAR-10 found under .*set NORMLAB_DATA.*download"):
         load_data(tmp_path / "nowhere")
