@@ -109,6 +109,8 @@ def test_every_phrase_reads_as_english():
     assert times(1.02) == "about as long as"
     assert times(1.34) == "1.3 times as long as"
     assert times(0.77) == "23% less time than"
+    assert times(1e-9) == times(0.004) == "less than 1% of the time of"
+    assert times(0.01) == "99% less time than"
 
 
 def test_all_pairs_follow_the_order_of_the_groups():
@@ -127,6 +129,18 @@ def test_all_pairs_follow_the_order_of_the_groups():
     (lambda: against_noise([1.0], [0.0], sd=0.0, df=3), "positive standard deviation"),
     (lambda: pooled_sd([[1.0], [2.0]]), "repeated runs"),
     (lambda: times(0.0), "positive number"),
+    # degenerate input: never "p = nan", "+nan" or an interval of -inf to inf in the prose
+    (lambda: welch([81.0, 81.0, 81.0], [81.0, 81.0]), "runs that vary: a is 81 and b is 81 in every run"),
+    (lambda: welch([81.0, 81.0], [80.0, 80.0]), "runs that vary: a is 81 and b is 80 in every run"),
+    (lambda: paired([1.0, 2.0, 3.0], [0.5, 1.5, 2.5]), "runs that vary: a minus b is 0.5 in every run"),
+    (lambda: against_noise([1.0], [0.0], sd=math.inf, df=3), "finite, positive standard deviation"),
+    (lambda: against_noise([1.0], [0.0], sd=math.nan, df=3), "finite, positive standard deviation"),
+    (lambda: pooled_sd([[1.0, float("nan")], [2.0, 3.0]]), "finite values"),
+    (lambda: signed(float("nan")), "finite number"),
+    (lambda: signed(math.inf), "finite number"),
+    (lambda: Difference("A", "B", 1.0, 1.0, 1.0, 0.0, "t"), "interval of some width"),
+    (lambda: Difference("A", "B", 0.0, 0.0, 0.0, float("nan"), "t"), "p-value in"),
+    (lambda: Difference("A", "B", 1.0, -math.inf, math.inf, 1.0, "t"), "finite numbers"),
     (lambda: moves({}), "at least one difference"),
     (lambda: standing([]), "differences of one thing"),
     (lambda: standing([Difference("A", "B", 1, 0, 2, 0.01, "t"),

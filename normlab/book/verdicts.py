@@ -35,7 +35,13 @@ CONFIDENCE = 1 - ALPHA
 @dataclass(frozen=True)
 class Difference:
     """``a - b`` (points), its confidence interval (``low``, ``high``), the two-sided
-    p-value, and the test that gave them; ``a`` and ``b`` name what was compared."""
+    p-value, and the test that gave them; ``a`` and ``b`` name what was compared.
+
+    Raises:
+        ValueError: a difference or bound that is not finite, an interval of no width or
+            not around the difference, a p-value outside [0, 1] (or NaN): the tests give
+            such numbers only for degenerate input, which no sentence can describe.
+    """
 
     a: str
     b: str
@@ -48,6 +54,13 @@ class Difference:
     def __post_init__(self):
         for name in ("difference", "low", "high", "p_value"):
             object.__setattr__(self, name, float(getattr(self, name)))
+        if not (math.isfinite(self.low) and math.isfinite(self.high)
+                and self.low <= self.difference <= self.high and self.low < self.high
+                and 0 <= self.p_value <= 1):
+            raise ValueError(f"{self.a} vs {self.b}: a difference needs finite numbers, an "
+                             f"interval of some width around it and a p-value in [0, 1], got "
+                             f"{self.difference} ({self.low} to {self.high}), p = "
+                             f"{self.p_value}: is the input degenerate?")
 
     @property
     def beyond_noise(self) -> bool:
@@ -96,15 +109,26 @@ def _values(values: Sequence[float], name: str, at_least: int) -> np.ndarray:
     return array
 
 
+def _varies(values: np.ndarray, what: str, test: str) -> None:
+    """Raise ValueError if every one of ``values`` (``what`` says what they are) is the
+    same: ``test`` has no noise to judge by (its p-value is NaN, its interval of no width)."""
+    if np.ptp(values) == 0:
+        raise ValueError(f"{test} needs runs that vary: {what} {values[0]:g} in every run, so "
+                         f"there is no noise to judge the difference by. Give the values "
+                         f"without a verdict, or runs that differ (other seeds).")
+
+
 def welch(a: Sequence[float], b: Sequence[float], a_name: str = "a",
           b_name: str = "b") -> Difference:
     """Mean of ``a`` minus mean of ``b`` by Welch's t test (``scipy.stats.ttest_ind`` with
     ``equal_var=False``): independent runs, at least two on each side.
 
     Raises:
-        ValueError: fewer than two finite values on a side.
+        ValueError: fewer than two finite values on a side, or no variation on either.
     """
     a, b = _values(a, a_name, 2), _values(b, b_name, 2)
+    if np.ptp(a) == 0:
+        _varies(b, f"{a_name} is {a[0]:g} and {b_name} is", "Welch's t test")
     result = stats.ttest_ind(a, b, equal_var=False)
     interval = result.confidence_interval(CONFIDENCE)
     return Difference(a_name, b_name, a.mean() - b.mean(), interval.low, interval.high,
@@ -117,12 +141,13 @@ def paired(a: Sequence[float], b: Sequence[float], a_name: str = "a",
     ``b[i]`` measure the same run two ways (the same weights, or the same seed).
 
     Raises:
-        ValueError: unequal lengths, or fewer than two pairs.
+        ValueError: unequal lengths, fewer than two pairs, or the same ``a - b`` in all.
     """
     a, b = _values(a, a_name, 2), _values(b, b_name, 2)
     if len(a) != len(b):
         raise ValueError(f"A paired test needs one {b_name} per {a_name}, got {len(a)} and "
                          f"{len(b)} values.")
+    _varies(a - b, f"{a_name} minus {b_name} is", "The paired t test")
     result = stats.ttest_rel(a, b)
     interval = result.confidence_interval(CONFIDENCE)
     return Difference(a_name, b_name, (a - b).mean(), interval.low, interval.high,
@@ -135,9 +160,12 @@ def pooled_sd(groups: Iterable[Sequence[float]]) -> tuple[float, int]:
     ``sum(n_i - 1)``: ``sqrt(sum((n_i - 1) * s_i**2) / sum(n_i - 1))``.
 
     Raises:
-        ValueError: no group with two runs or more.
+        ValueError: no group with two runs or more, or a value that is not finite.
     """
     groups = [np.asarray(g, dtype=float) for g in groups]
+    if not all(np.isfinite(g).all() for g in groups):
+        raise ValueError(f"The noise needs finite values (one per run), got "
+                         f"{[list(g) for g in groups]}.")
     df = sum(len(g) - 1 for g in groups if len(g) > 1)
     if df < 1:
         raise ValueError("The noise needs repeated runs: at least one group of two or more.")
@@ -153,7 +181,7 @@ def against_noise(a: Sequence[float], b: Sequence[float], sd: float, df: int,
     the test Student's t with ``df`` degrees of freedom (``scipy.stats.t``).
 
     Raises:
-        ValueError: an empty side, or ``sd`` not positive, or ``df`` below 1.
+        ValueError: an empty side, or ``sd`` not positive and finite, or ``df`` below 1.
     """
     a, b = _values(a, a_name, 1), _values(b, b_name, 1)
     return t_test(a.mean() - b.mean(), sd * math.sqrt(1 / len(a) + 1 / len(b)), df,
@@ -166,11 +194,13 @@ def t_test(difference: float, se: float, df: int, a_name: str = "a",
     ``df`` degrees of freedom, judged by Student's t (``scipy.stats.t``).
 
     Raises:
-        ValueError: ``se`` not positive, or ``df`` below 1.
+        ValueError: ``se`` not positive and finite, ``df`` below 1, or ``difference`` not
+            finite.
     """
-    if not (se > 0 and df >= 1):
-        raise ValueError(f"The noise needs a positive standard deviation and at least one "
-                         f"degree of freedom, got a standard error of {se} and df={df}.")
+    if not (0 < se < math.inf and df >= 1 and math.isfinite(difference)):
+        raise ValueError(f"The noise needs a finite, positive standard deviation and at least "
+                         f"one degree of freedom, and the difference a finite value, got a "
+                         f"difference of {difference}, a standard error of {se} and df={df}.")
     half_width = stats.t.ppf(1 - ALPHA / 2, df) * se
     p_value = 2 * stats.t.sf(abs(difference) / se, df)
     return Difference(a_name, b_name, difference, difference - half_width,
@@ -253,7 +283,13 @@ def all_pairs(groups: Mapping[str, Sequence[float]],
 
 def signed(points: float, digits: int = 1) -> str:
     """A difference with its sign, ``"+1.2"`` or ``"-0.3"``; ``"0.0"`` where it rounds to
-    zero (never ``"-0.0"``)."""
+    zero (never ``"-0.0"``).
+
+    Raises:
+        ValueError: ``points`` not a finite number.
+    """
+    if not math.isfinite(points):
+        raise ValueError(f"A difference must be a finite number of points, got {points}.")
     rounded = round(points, digits) + 0.0    # + 0.0 turns -0.0 into 0.0
     return f"{rounded:.{digits}f}" if rounded == 0 else f"{rounded:+.{digits}f}"
 
@@ -316,7 +352,8 @@ def standing(differences: Sequence[Difference]) -> str:
 
 def times(ratio: float, tolerance: float = 0.05) -> str:
     """A ratio of durations as English: ``"about as long as"`` within ``tolerance``,
-    ``"1.3 times as long as"`` above it, ``"23% less time than"`` below it.
+    ``"1.3 times as long as"`` above it, ``"23% less time than"`` below it (``"less than 1%
+    of the time of"`` where that would read 100%).
 
     Raises:
         ValueError: a ratio that is not a positive number.
@@ -327,4 +364,5 @@ def times(ratio: float, tolerance: float = 0.05) -> str:
         return "about as long as"
     if ratio > 1:
         return f"{ratio:.1f} times as long as"
-    return f"{1 - ratio:.0%} less time than"
+    less = f"{1 - ratio:.0%}"
+    return "less than 1% of the time of" if less == "100%" else f"{less} less time than"
