@@ -10,8 +10,9 @@ Two sources give the same :class:`CIFAR10`:
   which checks its MD5 sums and can download it: a folder holding
   ``cifar-10-batches-py``;
 - an image folder, ``train/<class>/*`` and ``test/<class>/*`` as
-  :class:`torchvision.datasets.ImageFolder` reads it (an offline copy such as the JPEG
-  re-encoded one this book is built from). Decoding is cached on disk.
+  :class:`torchvision.datasets.ImageFolder` reads it (an offline copy such as the lossless
+  PNG one): 32 x 32 images in any of :data:`IMAGE_FORMATS`, with 8 or 16 bits per channel,
+  no test image among the training images. Decoding is cached on disk, where it can be.
 
 Where the data comes from is one setting, :func:`resolve_data_root`: an explicit path,
 else the environment variable ``NORMLAB_DATA``, else ``~/.cache/normlab/data``
