@@ -620,8 +620,7 @@ def _acts_per_position(function, x: torch.Tensor, dims) -> bool:
     """Whether ``function`` gives, on a random input like ``x``, at two pixels alone (a
     corner and the centre) what it gives there on the whole grid."""
     generator = torch.Generator().manual_seed(0)
-    probe = torch.randn(x.shape, generator=generator, dtype=x.dtype) if x.is_floating_point() \
-        else x.clone()
+    probe = torch.randn(x.shape, generator=generator).to(x) if x.is_floating_point() else x.clone()
     try:
         whole = function(probe.clone())
         for where in ("corner", "centre"):
@@ -678,8 +677,9 @@ def receptive_field(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
                 f"{type(model).__name__}.forward ({error}): a forward that branches on the data "
                 f"has no single receptive field; pass the part of the model without it.") from error
         walk = _Walk(graph_module, type(model).__name__, input_size)
+        like = next((p for p in model.parameters() if p.is_floating_point()), torch.zeros(()))
         with torch.no_grad():
-            walk.run(torch.zeros(1, *input_size))
+            walk.run(torch.zeros(1, *input_size, dtype=like.dtype, device=like.device))
     finally:
         model.train(was_training)
     return pd.DataFrame(walk.rows, columns=COLUMNS, dtype=object)
