@@ -195,25 +195,30 @@ def _module_geometry(module: nn.Module, in_size, out_size, where: str):
     return kernel, _pair(module.stride), _padding(module.padding, kernel, dilation), dilation
 
 
-# Signatures of the functional convolution and poolings, to read their arguments by name.
-def _conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1): ...
-def _max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,  # noqa: E302
-                return_indices=False): ...
-def _avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,  # noqa: E302
-                count_include_pad=True, divisor_override=None): ...
-def _adaptive_pool2d(input, output_size, return_indices=False): ...  # noqa: E302
+class _Signatures:
+    """The parameters of the functional convolution and poolings, to read arguments by name."""
+
+    @staticmethod
+    def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1): ...
+
+    @staticmethod
+    def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                   return_indices=False): ...
+
+    @staticmethod
+    def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+                   count_include_pad=True, divisor_override=None): ...
 
 
 def _function_geometry(name: str, args, kwargs, in_size, out_size, where: str):
     """(kernel, stride, padding, dilation) pairs of a functional convolution or pooling."""
-    stub = (_conv2d if name == "conv2d" else _avg_pool2d if name == "avg_pool2d"
-            else _adaptive_pool2d if name.startswith("adaptive") else _max_pool2d)
+    if name.startswith("adaptive"):
+        return _adaptive(in_size, out_size, where)
+    stub = getattr(_Signatures, name if name in ("conv2d", "avg_pool2d") else "max_pool2d")
     bound = inspect.signature(stub).bind(*args, **kwargs)
     bound.apply_defaults()
     a = bound.arguments
-    if stub is _adaptive_pool2d:
-        return _adaptive(in_size, out_size, where)
-    if stub is _conv2d:
+    if name == "conv2d":
         kernel, dilation = tuple(a["weight"].shape[-2:]), _pair(a["dilation"])
         return kernel, _pair(a["stride"]), _padding(a["padding"], kernel, dilation), dilation
     return _pooling(a["kernel_size"], a["stride"], a["padding"], a.get("dilation", 1))
@@ -365,7 +370,7 @@ class _Walk(fx.Interpreter):
             try:
                 result = getattr(self, node.op)(node.target, args, kwargs)
             except Exception as error:
-                raise ValueError(self.failure(node, args, error)) from error
+                raise ValueError(self.failure(node, args, kwargs, error)) from error
         grids = [self.grids[a] for a in node.all_input_nodes if a in self.grids]
         if node.op == "placeholder" and not self.grids:
             self.grids[node] = _Grid(tuple(_Axis(1, 1, 0.0, n) for n in self.image), (2, 3))
@@ -379,15 +384,17 @@ class _Walk(fx.Interpreter):
                 self.grids[node] = grid
         return result
 
-    def failure(self, node: fx.Node, args, error: Exception) -> str:
+    def failure(self, node: fx.Node, args, kwargs, error: Exception) -> str:
         """Why an input of ``input_size`` does not pass ``node``, and what to do."""
         text = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
         message = f"An input of size {self.input_size} does not pass {self.where(node)}: {text}."
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
         module = self.modules.get(node.target) if node.op == "call_module" else None
         channels = getattr(module, "in_channels", None)
-        if node.op == "call_function" and _name(node) == "conv2d" and len(args) > 1:
-            channels = args[1].shape[1] * (args[6] if len(args) > 6 else 1)
+        if node.op == "call_function" and _name(node) == "conv2d":
+            bound = inspect.signature(_Signatures.conv2d).bind_partial(*args, **kwargs)
+            weight, groups = bound.arguments.get("weight"), bound.arguments.get("groups", 1)
+            channels = weight.shape[1] * groups if isinstance(weight, torch.Tensor) else None
         if channels is not None and x is not None and x.ndim >= 3 and x.shape[-3] != channels:
             seen = self.grids.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) \
                 else None
