@@ -526,7 +526,7 @@ class _Walk(fx.Interpreter):
         if places is None:
             raise NotImplementedError(f"{self.where(node)} indexes the grid with a tensor or a list, "
                                       f"which the calculator does not follow.")
-        axes, dims = list(data.axes), list(data.dims)
+        axes, dims, strides, crops = list(data.axes), list(data.dims), [1, 1], [0, 0]
         for i, dim in enumerate(data.dims):
             if dim is None:
                 continue
@@ -534,9 +534,9 @@ class _Walk(fx.Interpreter):
             n, a = args[0].shape[dim], data.axes[i]
             first, _, step = item.indices(n) if isinstance(item, slice) else (item % n, 0, 1)
             axes[i] = a.through(1, step, -first, 1, 1 if out is None else result.shape[out])
-            dims[i] = out
-        if axes != list(data.axes):
-            self.rows.append(_row(self.label(node), axes, ((1, 1), (1, 1), (0, 0), (1, 1))))
+            dims[i], strides[i], crops[i] = out, step, -first
+        if axes != list(data.axes):   # a crop is a padding below 0
+            self.rows.append(_row(self.label(node), axes, ((1, 1), strides, crops, (1, 1))))
         return _Grid(tuple(axes), tuple(dims))
 
     def linear(self, node, args, result, data) -> _Grid:

@@ -404,6 +404,12 @@ def test_functional_convolutions_poolings_and_crops_match_the_gradient(forward, 
     assert predicted_axes(table, out, (16, 9)) == measured_axes(model, (1, 16, 9))
 
 
+def test_a_crop_is_a_padding_below_zero_and_a_stride_of_its_step():
+    row = receptive_field(Forward(lambda self, x: x[:, :, 2:-1, ::2]), (1, 16, 9)).iloc[0]
+    assert (row.stride, row.padding, row.start, row.output_size) == ((1, 2), (-2, 0), (2.0, 0.0),
+                                                                      (13, 5))
+
+
 def test_flatten_and_linear_see_every_pixel():
     model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Flatten(), nn.Linear(256, 10))
     table = receptive_field(model, (1, 16, 16))
