@@ -10,7 +10,12 @@
 Without normalization (``norm="none"``) the 3x3 convolutions get biases: a normalization
 subtracts means of its input and adds its own shift, which makes a bias before it
 redundant (exactly for batch and instance norm; for layer and group norm all but the part
-that differs within a group), but without one the bias is the layer's only offset. With
+that differs within a group), but without one the bias is the layer's only offset. The
+norms that subtract no mean (``frn``, ``rms-group``) do not cancel a bias, but their
+convolutions have none either: each replaces batch or group norm in the same network,
+parameter for parameter apart from FRN's threshold, so that the comparison changes the
+normalization alone (FRN's shift and threshold are its offsets: Singh & Krishnan 2020 put
+it in the place of batch norm, after convolutions without bias). With
 ``weight_standardization`` they standardize their weights (:class:`StandardizedConv2d`).
 
 "Add one layer to another": in the second and third stages the output of the first block
@@ -79,6 +84,12 @@ class ConvBlock(nn.Sequential):
     has a bias only without normalization (``norm="none"``), and standardizes its weights
     with ``weight_standardization`` (:class:`StandardizedConv2d`).
 
+    With ``norm="frn"`` the normalization is :class:`normlab.norms.FilterResponseNorm2d`,
+    whose TLU ``max(y, tau)`` is an activation of its own; the block keeps its ReLU all the
+    same: conv -> ReLU -> FRN + TLU (default order), or conv -> FRN + TLU -> ReLU, which is
+    the paper's conv -> FRN -> TLU with the threshold floored at 0 (``max(max(y, tau), 0) =
+    max(y, max(tau, 0))``).
+
     (N, in_channels, H, W) -> (N, out_channels, H, W).
     """
 
@@ -122,8 +133,10 @@ class Net(nn.Sequential):
 
     Args:
         norm: normalization name (see :func:`normlab.make_norm`): ``batch``, ``layer``,
-            ``group``, ``instance`` or ``none``.
-        groups: group count for ``group`` norm; must divide every width.
+            ``group``, ``instance``, ``none``, ``frn`` (Filter Response Normalization with
+            its TLU), ``rms-group`` (group norm without centering) or ``batch-renorm``
+            (Batch Renormalization, rmax=3, dmax=5).
+        groups: group count for ``group`` and ``rms-group`` norm; must divide every width.
         widths: channels of (C1, C2, c3, C4-C6, c7, C8-C10).
         residual: add the residual connections of stages 2 and 3.
         order: ``conv-relu-norm`` (assignment) or ``conv-norm-relu``.

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normlab import MAX_PARAMS, NORM_NAMES, Net, Residual, count_parameters
+from normlab import MAX_PARAMS, NORM_NAMES, Config, Net, Residual, count_parameters, fit
+from normlab.norms import BatchRenorm2d, FilterResponseNorm2d, RMSGroupNorm
+from normlab.train import Pipeline, _parameters
 
 
 @pytest.mark.parametrize("norm", NORM_NAMES)
@@ -90,5 +92,66 @@ def test_standardized_convolution_uses_zero_mean_unit_variance_weights():
 
 def test_only_the_network_without_normalization_has_convolution_biases():
     assert Net("none").C4.conv.bias is not None
-    for norm in ("batch", "layer", "group", "instance"):
+    for norm in ("batch", "layer", "group", "instance", "frn", "rms-group", "batch-renorm"):
         assert Net(norm).C4.conv.bias is None
+
+
+#: Trainable parameters of Net(norm) with the default widths: the four affine norms and
+#: RMS group norm and Batch Renormalization have 2 per channel of the ten 3x3 blocks (216
+#: channels), FRN 3 (its threshold), none the convolution biases instead.
+PARAMETERS = {"batch": 48_554, "layer": 48_554, "group": 48_554, "instance": 48_554,
+              "none": 48_338, "frn": 48_770, "rms-group": 48_554, "batch-renorm": 48_554}
+
+
+@pytest.mark.parametrize("norm", NORM_NAMES)
+def test_parameter_counts(norm):
+    assert count_parameters(Net(norm)) == PARAMETERS[norm]
+    # Config counts them on the meta device, without building weights
+    assert _parameters(norm, 4, Net().widths, True, "conv-relu-norm") == PARAMETERS[norm]
+
+
+@pytest.mark.parametrize("spelling,norm,layer", [
+    ("FRN + TLU", "frn", FilterResponseNorm2d), ("RMSGroupNorm", "rms-group", RMSGroupNorm),
+    ("BatchRenorm", "batch-renorm", BatchRenorm2d)])
+def test_net_and_config_take_the_new_norms(spelling, norm, layer):
+    config = Config(norm=spelling)
+    assert config.norm == norm
+    model = config.build_model()
+    blocks = [model.C1, model.C2, model.C4, model.C5_C6.body.C5, model.C5_C6.body.C6,
+              model.C8, model.C9_C10.body.C9, model.C9_C10.body.C10]
+    assert all(isinstance(block.norm, layer) for block in blocks)
+    assert isinstance(model.C1[1], nn.ReLU) and model.C1[2] is model.C1.norm   # ReLU kept
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_rms_group_norm_takes_the_networks_group_count():
+    model = Net("rms-group", groups=8)
+    assert model.C1.norm.groups == 8 and model.C8.norm.groups == 8
+    with pytest.raises(ValueError, match=r"groups=5 does not divide num_channels=16: RMSGroupNorm"):
+        Net("rms-group", groups=5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("norm", ["frn", "rms-group", "batch-renorm"])
+def test_the_new_norms_train_in_fit(norm, precision, tiny_data):
+    # two epochs of 7 steps on the synthetic images, in fp32 and in bf16 autocast on the
+    # CPU: finite losses (fit raises Diverged otherwise), weights that moved, finite
+    # weights and evaluation outputs
+    config = Config(norm=norm, epochs=2, batch_size=32, lr=0.05, widths=(8,) * 6,
+                    precision=precision)
+    model = config.build_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pipeline = Pipeline.for_config(config, tiny_data, device="cpu")
+    assert pipeline.dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    history = fit(model, tiny_data, config, pipeline, progress=False)
+    assert len(history.train_loss) == 2
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in history.to_dict().values())
+    state = model.state_dict()
+    assert all(torch.isfinite(t.float()).all() for t in state.values())
+    assert not torch.equal(state["C4.norm.weight"], before["C4.norm.weight"])
+    if norm == "batch-renorm":
+        assert state["C4.norm.num_batches_tracked"].item() == 14
+        assert not torch.equal(state["C4.norm.running_var"], before["C4.norm.running_var"])
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(pipeline.inputs(tiny_data.test_images[:8]).float())).all()
