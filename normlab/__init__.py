@@ -21,8 +21,8 @@ from .model import MAX_PARAMS, WIDTHS, ConvBlock, Net, Residual, count_parameter
 from .norms import (DEFAULT_GROUPS, NORM_LABELS, NORM_NAMES, batch_norm, group_norm, instance_norm,
                     layer_norm, make_norm)
 from .receptive_field import receptive_field
-from .train import (Config, Diverged, History, Pipeline, choose_device, choose_precision, evaluate, fit,
-                    make_optimizer, predict)
+from .train import (Config, Diverged, History, Pipeline, choose_device, choose_precision, emulated,
+                    evaluate, fit, make_optimizer, native_precision, predict)
 
 __all__ = [
     "CIFAR10", "augment", "channel_stats", "describe", "load_data",
@@ -30,6 +30,6 @@ __all__ = [
     "DEFAULT_GROUPS", "NORM_LABELS", "NORM_NAMES", "batch_norm", "group_norm", "instance_norm", "layer_norm",
     "make_norm",
     "receptive_field",
-    "Config", "Diverged", "History", "Pipeline", "choose_device", "choose_precision", "evaluate", "fit",
-    "make_optimizer", "predict",
+    "Config", "Diverged", "History", "Pipeline", "choose_device", "choose_precision", "emulated",
+    "evaluate", "fit", "make_optimizer", "native_precision", "predict",
 ]

@@ -3,13 +3,13 @@
 
 The device and the precision are chosen once (:func:`choose_device`,
 :func:`choose_precision`: the recipe's, bf16 by default, or with ``auto`` what the
-hardware computes natively) and used for the whole run. Data stays uint8 on the device;
-each batch is augmented (:func:`normlab.data.augment`), converted and normalized there.
-The model runs in channels_last memory format under autocast (the normalization kernels
-still accumulate their statistics in fp32; fp16 losses are scaled), with SGD + Nesterov
-momentum and the OneCycle learning-rate schedule (Smith & Topin 2019). On Linux the C
-library's allocator is told to keep the memory of freed tensors for the next step
-(:func:`keep_freed_memory`).
+hardware computes natively, :func:`native_precision`) and used for the whole run. Data
+stays uint8 on the device; each batch is augmented (:func:`normlab.data.augment`),
+converted and normalized there. The model runs in channels_last memory format under
+autocast (the normalization kernels still accumulate their statistics in fp32; fp16 losses
+are scaled), with SGD + Nesterov momentum and the OneCycle learning-rate schedule (Smith &
+Topin 2019). On Linux the C library's allocator is told to keep the memory of freed
+tensors for the next step (:func:`keep_freed_memory`).
 """
 
 from __future__ import annotations
@@ -158,23 +158,46 @@ def choose_device(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def choose_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Compute dtype for ``precision`` (``auto``, ``fp32``, ``bf16`` or ``fp16``) on ``device``.
+def native_precision(device: torch.device) -> str:
+    """The precision ``device`` computes natively, by name (``bf16``, ``fp16`` or ``fp32``):
+    on a CUDA GPU bf16 from compute capability 8.0 (Ampere) on and fp16 before it (a T4 is
+    7.5, where bf16 is emulated; :func:`fit` scales fp16 losses), on a CPU bf16 where oneDNN
+    reports native support (AVX512-BF16, AMX; ``ONEDNN_MAX_CPU_ISA=AVX2`` turns it off), and
+    fp32 elsewhere (Apple's MPS included)."""
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        return "bf16" if major >= 8 else "fp16"
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
+    return "fp32"
 
-    ``auto`` is what the hardware computes natively: on a CUDA GPU bf16 from compute
-    capability 8.0 (Ampere) on and fp16 before it (a T4 is 7.5, where bf16 is emulated;
-    :func:`fit` scales fp16 losses), on a CPU bf16 where oneDNN reports native support
-    (AVX512-BF16, AMX), and fp32 elsewhere.
+
+def emulated(precision: str, device: torch.device) -> bool:
+    """Whether ``device`` emulates ``precision`` (a name of :data:`PRECISIONS`, or ``auto``)
+    instead of computing it natively. fp32 and ``auto`` never are; bf16 is on a GPU before
+    Ampere, on a CPU without AVX512-BF16 or AMX, and on Apple's MPS; fp16 is on a CPU
+    without AVX512-FP16 or AMX-FP16. (An emulated bf16 autocast is several times slower than
+    fp32: about 9x for a training step of the network on an AMD Zen 1 CPU.)"""
+    if precision in ("auto", "fp32"):
+        return False
+    if device.type == "cuda":
+        return precision == "bf16" and torch.cuda.get_device_capability(device)[0] < 8
+    if device.type == "cpu":
+        native = (torch.ops.mkldnn._is_mkldnn_bf16_supported() if precision == "bf16"
+                  else torch.ops.mkldnn._is_mkldnn_fp16_supported())
+        return not native
+    return precision == "bf16"
+
+
+def choose_precision(precision: str, device: torch.device) -> torch.dtype:
+    """Compute dtype for ``precision`` (``auto``, ``fp32``, ``bf16`` or ``fp16``) on ``device``;
+    ``auto`` is :func:`native_precision`.
 
     Raises:
         ValueError: an unknown precision name.
     """
     if precision == "auto":
-        if device.type == "cuda":
-            major, _ = torch.cuda.get_device_capability(device)
-            return torch.bfloat16 if major >= 8 else torch.float16
-        native = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        return torch.bfloat16 if native else torch.float32
+        return PRECISIONS[native_precision(device)]
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown value {precision!r} for argument precision. "
                          f"Valid values are auto, {', '.join(PRECISIONS)}.")

@@ -24,7 +24,7 @@ import torch
 from .. import __version__
 from ..data import CIFAR10
 from ..store import cache_dir
-from ..train import PRECISIONS, Config, choose_device, choose_precision
+from ..train import Config, choose_device, choose_precision, native_precision
 
 RESULTS_ENV = "NORMLAB_RESULTS"
 
@@ -64,8 +64,7 @@ def cache_key(config: Config, data: CIFAR10, profile: str,
     ``device``)."""
     determining = asdict(config)
     if config.precision == "auto":
-        dtype = choose_precision("auto", choose_device(str(device)))
-        determining["precision"] = next(k for k, v in PRECISIONS.items() if v == dtype)
+        determining["precision"] = native_precision(choose_device(str(device)))
     determining.update(profile=profile, data=data.identity, normlab=__version__)
     return hashlib.sha256(json.dumps(determining, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pandas as pd
 
@@ -52,7 +52,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="download the canonical CIFAR-10 archive if it is missing")
     parser.add_argument("--device", help="auto, cpu, cuda, mps (default auto)")
     parser.add_argument("--precision", choices=("auto", *PRECISIONS),
-                        help=f"compute dtype (default {defaults.precision}; auto: the hardware's)")
+                        help=f"compute dtype (default {defaults.precision}, or the hardware's "
+                             f"where it emulates {defaults.precision}; auto: the hardware's)")
     parser.add_argument("--profile", choices=tuple(PROFILES),
                         help="full (default, or $NORMLAB_PROFILE) or smoke")
     parser.add_argument("--retrain", action="store_true", help="ignore cached results")
@@ -110,7 +111,9 @@ def config_from_args(args: argparse.Namespace, norm: str, **fixed) -> Config:
     """The book's config for ``norm`` with the recipe fields given on the command line (and
     ``fixed``, which take precedence)."""
     changes = {k: v for k, v in vars(args).items() if k in RECIPE_FIELDS and v is not None}
-    return book_config(norm, profile=args.profile, **{**changes, **fixed})
+    config = book_config(norm, profile=args.profile, **{**changes, **fixed})
+    # a precision named on the command line is trained as named, in every profile
+    return replace(config, precision=args.precision) if args.precision else config
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -123,7 +126,8 @@ def _settings(args: argparse.Namespace) -> dict:
 def _run(args: argparse.Namespace, config: Config):
     settings = _settings(args)
     data = prepare_data(config, settings.pop("root"), settings.pop("download"))
-    return run(config, data, profile=args.profile, **settings)
+    return run(config, data, profile=args.profile, exact_precision=args.precision is not None,
+               **settings)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,8 +18,9 @@ import os
 import platform
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,9 +28,10 @@ import torch
 from ..data import CIFAR10, load_data
 from ..model import Net, count_parameters
 from ..store import atomic_save, atomic_write_json
-from ..train import Config, Diverged, History, Pipeline, evaluate, fit, predict
+from ..train import (Config, Diverged, History, Pipeline, choose_device, emulated, evaluate, fit,
+                     native_precision, predict)
 from .. import __version__
-from .cache import cache_key, environment, result_paths, trained_on
+from .cache import RESULTS_ENV, cache_key, environment, result_paths, trained_on
 
 PROFILE_ENV = "NORMLAB_PROFILE"
 TRAIN_ENV = "NORMLAB_TRAIN"
@@ -38,9 +40,21 @@ TRAIN_MODES = ("auto", "never")
 PROFILES = ("full", "smoke")
 
 
+#: Every ``NORMLAB_*`` setting of the environment that normlab or its tests read.
+SETTINGS = ("NORMLAB_DATA", "NORMLAB_CACHE", RESULTS_ENV, PROFILE_ENV, TRAIN_ENV,
+            "NORMLAB_REQUIRE_BROWSER")
+
+
 def _setting(variable: str, valid: tuple[str, ...]) -> str:
     """The environment's ``variable``, or the first of ``valid`` where it is not set.
-    Raises ValueError, naming the variable and the valid values, for any other value."""
+    Raises ValueError, naming the variable and the valid values, for any other value.
+    Warns once about any ``NORMLAB_*`` variable that is none of :data:`SETTINGS` (a
+    misspelt one would otherwise be ignored in silence)."""
+    unknown = sorted(name for name in os.environ
+                     if name.startswith("NORMLAB_") and name not in SETTINGS)
+    if unknown:
+        warnings.warn(f"Unknown setting {', '.join(unknown)}, ignored: normlab reads "
+                      f"{', '.join(SETTINGS)}.", stacklevel=3)
     value = os.environ.get(variable, valid[0])
     if value not in valid:
         raise ValueError(f"Unknown value {value!r} for {variable}. "
@@ -186,9 +200,17 @@ def load_result(config: Config, data: CIFAR10, profile: str | None = None,
 
 
 def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = None,
-        device: str = "auto", progress: bool = True, retrain: bool = False) -> Result:
+        device: str = "auto", progress: bool = True, retrain: bool = False,
+        exact_precision: bool = False) -> Result:
     """Train ``config`` on ``device`` (or load its cached result) and return the
     :class:`Result`.
+
+    A result of ``config`` is found whatever the machine. One that has to be trained on a
+    device that emulates the config's precision (bf16 on a CPU without AVX512-BF16:
+    :func:`normlab.emulated`) is trained, and found again, in the precision the device
+    computes natively (:func:`normlab.native_precision`), saying so in one line, unless
+    ``exact_precision`` (what ``reproduce`` and an explicit ``--precision`` ask for); the
+    result's config and ``info`` record the precision it was trained in.
 
     ``data`` defaults to :func:`prepare_data` of the config; ``profile`` (default: the
     current profile) names the results folder. The result is written atomically, weights
@@ -204,12 +226,22 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
     """
     profile, mode = resolve_profile(profile), train_mode()
     data = data if data is not None else prepare_data(config)
-    if not retrain and (cached := load_result(config, data, profile, device)) is not None:
-        return cached
+    target = choose_device(device)
+    native = (replace(config, precision=native_precision(target))
+              if not exact_precision and emulated(config.precision, target) else None)
+    if not retrain:
+        for candidate in (config, native):
+            if candidate and (cached := load_result(candidate, data, profile, device)):
+                return cached
     key = cache_key(config, data, profile, device)
     record_path, tensor_path = result_paths(config, key, profile)
     if mode == "never":
-        _refuse_training(config, data, profile, record_path)
+        _refuse_training(config, data, profile, record_path, native)
+    if native is not None:
+        print(f"{config.precision} is emulated on this {target.type.upper()}: training in "
+              f"{native.precision}", flush=True)
+        return run(native, data, profile=profile, device=device, progress=progress,
+                   retrain=True, exact_precision=True)
     check_writable(record_path.parent)
     pipeline = Pipeline.for_config(config, data, device)
     model = config.build_model()
@@ -241,8 +273,12 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
     return result
 
 
-def _refuse_training(config: Config, data: CIFAR10, profile: str, record_path: Path) -> None:
-    elsewhere = trained_on(config, profile)
+def _refuse_training(config: Config, data: CIFAR10, profile: str, record_path: Path,
+                     native: Config | None) -> None:
+    """Raise FileNotFoundError for a result that ``$NORMLAB_TRAIN=never`` forbids training,
+    naming the data that results of the recipe (or of its ``native`` stand-in) exist for."""
+    elsewhere = sorted({*trained_on(config, profile), *(trained_on(native, profile) if native
+                                                        else ())})
     train = (f"train it (`python -m normlab reproduce`, or unset {TRAIN_ENV}) and commit "
              f"results/.")
     raise FileNotFoundError(

@@ -119,7 +119,7 @@ def train_files(config: Config, profile: str, root: str | None, download: bool, 
         os.environ[RESULTS_ENV] = folder
         try:
             result = run(config, _DATA[subset], profile=profile, device=device, progress=False,
-                         retrain=True)
+                         retrain=True, exact_precision=True)
             record, tensors = result_paths(config, result.info["key"], profile)
             return record.stem, record.read_bytes(), tensors.read_bytes()
         finally:
@@ -160,7 +160,9 @@ def run_many(configs: list[Config], profile: str | None = None, *, workers: int 
              retrain: bool = False, progress: bool = True, pool: WorkerPool | None = None
              ) -> Summary:
     """Train every config of ``configs`` that has no result yet, in parallel; one progress
-    bar for the sweep. Returns the :class:`Summary`.
+    bar for the sweep. Returns the :class:`Summary`. Each trains in its own precision, even
+    where the device emulates it (``exact_precision`` of :func:`normlab.book.run`): the
+    smoke profile's configs name the native one (:func:`normlab.book.studies.book_config`).
 
     Args:
         workers: local worker processes (default :func:`default_workers`; 1 trains in this
@@ -221,7 +223,7 @@ def _here(configs: list[Config], data: dict, profile: str, device: str):
     for config in configs:
         try:
             run(config, data[(config.train_subset, config.test_subset)], profile=profile,
-                device=device, progress=False, retrain=True)
+                device=device, progress=False, retrain=True, exact_precision=True)
             yield config, None
         except Exception as error:   # reported, and the sweep goes on
             yield config, error
