@@ -14,7 +14,8 @@ from normlab.book.probes import (activation_statistics, batch_statistics_accurac
                                  reestimate_batch_statistics, with_batch_statistics)
 from normlab.book.report import accuracy_by, errors_by_batch_size
 from normlab.book.studies import (BOOK_NORMS, BOOK_SEEDS, BUDGET_EPOCHS, LR_GRID, MAIN, RECIPE_CHANGES,
-                                  SHIFT_SEEDS, SMALL_BATCH_SIZE, SMOKE_BUDGET_EPOCHS, STUDY,
+                                  SHIFT_SEEDS, SMALL_BATCH_SIZE, SMOKE_BUDGET_EPOCHS, SMOKE_STEPS,
+                                  SMOKE_TEST_IMAGES, STUDY,
                                   SWEEP_BATCH_SIZES, SWEEP_NORMS, WHY_NORMS, ablations,
                                   batch_size_sweep, book_parts, budgets, lr_tolerance,
                                   small_batch_repairs, study_config)
@@ -98,12 +99,27 @@ def test_each_ablation_changes_one_thing(name, changed):
 
 
 def test_each_recipe_change_changes_its_fields_only_within_the_budget():
-    configs = ablations("smoke")["recipe"]
+    configs = ablations("full")["recipe"]
     changes = [change for change in RECIPE_CHANGES.values() for _ in BOOK_NORMS]
     assert [c.norm for c in configs] == list(BOOK_NORMS) * len(RECIPE_CHANGES)
     for config, change in zip(configs, changes, strict=True):
-        assert differences(study_config(config.norm, profile="smoke"), config) == set(change)
+        assert differences(study_config(config.norm, profile="full"), config) == set(change)
         assert count_parameters(config.build_model()) < MAX_PARAMS
+
+
+def test_the_smoke_profile_changes_only_sizes_and_precision_and_trains_five_steps():
+    full, smoke = book_parts("full"), book_parts("smoke")
+    # the budget study trains its shortest budgets only
+    full["budget"] = [c for c in full["budget"] if c.epochs in SMOKE_BUDGET_EPOCHS]
+    for part in full:
+        for big, small in zip(full[part], smoke[part], strict=True):
+            assert differences(big, small) <= {"epochs", "train_subset", "test_subset", "precision"}
+            assert small.train_subset == SMOKE_STEPS * small.batch_size
+            assert small.test_subset == SMOKE_TEST_IMAGES
+            assert small.precision == ("fp32" if big.precision == "fp32" else "auto")
+            assert small.epochs == (big.epochs if part == "budget" else 1)
+            # enough steps for OneCycle's warm-up and annealing
+            make_optimizer(Net(), small, steps=small.epochs * SMOKE_STEPS)
 
 
 def test_onecycle_with_too_few_steps_says_what_to_do():
@@ -201,9 +217,11 @@ def test_results_of_a_part_and_the_index_of_what_is_found(tmp_path):
     assert (results_dir() / "smoke" / "index.csv").read_text().startswith("part,norm,seed,")
     rows = index[index["part"] == "main"]
     assert len(rows) == len(BOOK_SEEDS) * len(BOOK_NORMS) and (rows["preset"] == "main").all()
-    assert set(rows["changes"].fillna("")) == {"epochs=1 train_subset=2000 test_subset=500"}
+    assert set(rows["changes"].fillna("")) == {f"epochs=1 train_subset={SMOKE_STEPS * 128} "
+                                               f"test_subset={SMOKE_TEST_IMAGES} precision=auto"}
     assert all((results_dir() / "smoke" / f).exists() for f in rows["file"])
-    assert set(index["part"]) <= {"main", "precision"}        # nothing else was trained
+    # nothing else was trained (in smoke, a study's unchanged models are the main models)
+    assert set(index["file"]) == set(index[index["part"].isin(["main", "precision"])]["file"])
 
 
 def test_reestimated_batch_statistics_are_those_of_the_given_images(tiny_data):
