@@ -44,11 +44,11 @@ class Config:
             not divide them, or a network over the parameter budget.
     """
 
-    norm: str = "batch"                 # batch | layer | group | instance | none
-    groups: int = DEFAULT_GROUPS        # groups of norm="group"
+    norm: str = "batch"                 # a name of NORM_NAMES: batch | layer | group | instance | ...
+    groups: int = DEFAULT_GROUPS        # groups of norm="group" and "rms-group"
     widths: tuple[int, ...] = WIDTHS    # channels (C1, C2, c3, C4-C6, c7, C8-C10)
     residual: bool = True               # residual additions in stages 2 and 3
-    order: str = "conv-relu-norm"       # or "conv-norm-relu"
+    order: str = "conv-relu-norm"       # conv-relu-norm (the assignment's) | conv-norm-relu
     weight_standardization: bool = False  # standardized 3x3 conv weights (Qiao et al. 2019)
     epochs: int = 20                    # passes over the training split
     batch_size: int = 128               # images per optimizer step
@@ -63,7 +63,7 @@ class Config:
     seed: int = 0                       # weights, data order, augmentation
     train_subset: int | None = None     # images of the training split used (None = all)
     test_subset: int | None = None      # images of the test split used (None = all)
-    precision: str = "bf16"             # bf16 | fp16 | fp32; auto: the hardware's (choose_precision)
+    precision: str = "bf16"             # bf16 | fp16 | fp32 | auto (what the hardware computes natively)
 
     def __post_init__(self):
         object.__setattr__(self, "norm", canonical_norm(self.norm))

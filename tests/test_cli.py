@@ -1,5 +1,7 @@
 """The command line, end to end on a tiny image folder."""
 
+import re
+
 import pytest
 
 from normlab.book import wall_times
@@ -62,3 +64,42 @@ def test_data_prints_the_sizes_and_the_content_identity(image_folder, capsys):
     main(["data", "--data", str(image_folder)])
     out = capsys.readouterr().out
     assert "80 training and 30 test images" in out and load_data(image_folder).identity in out
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "reproduce"])
+def test_help_lists_every_recipe_field_with_its_default(command, capsys):
+    from dataclasses import fields
+
+    from normlab import Config
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())   # argparse wraps the help text
+    own = {"compare": {"norm", "seed"}, "reproduce": {"norm", "seed"}}.get(command, set())
+    for field in fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        assert bool(re.search(rf"{flag}\b", text)) is (field.name not in own), flag
+    assert "--batch-size BATCH_SIZE images per optimizer step (default 128)" in text
+    assert "--residual, --no-residual residual additions" in text
+    assert "--widths N N N N N N channels" in text
+
+
+def test_every_recipe_field_is_a_flag_that_reaches_the_config():
+    from normlab.book.cli import config_from_args, get_args_parser
+
+    args = get_args_parser().parse_args(
+        ["train", "--norm", "group", "--groups", "8", "--no-residual", "--train-subset", "none",
+         "--test-subset", "100", "--widths", "8", "16", "16", "16", "16", "16", "--lr", "0.2",
+         "--crop-padding-mode", "constant", "--profile", "full"])
+    config = config_from_args(args, args.norm)
+    assert (config.norm, config.groups, config.residual, config.train_subset,
+            config.test_subset, config.widths, config.lr, config.crop_padding_mode) == (
+        "group", 8, False, None, 100, (8, 16, 16, 16, 16, 16), 0.2, "constant")
+    # what is not given is the preset's
+    assert config.epochs == 20 and config.flip is True
+
+
+def test_a_flag_of_another_type_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--epochs", "2.5"])
+    assert exit.value.code == 2 and "--epochs: invalid int value: '2.5'" in capsys.readouterr().err

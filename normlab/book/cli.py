@@ -15,45 +15,74 @@ Data comes from ``--data`` or ``$NORMLAB_DATA`` (see :func:`normlab.data.load_da
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 import time
 from dataclasses import fields, replace
 
 import pandas as pd
 
-from ..data import PADDING_MODES, load_data, resolve_data_root
+from ..data import load_data, resolve_data_root
 from ..model import Net
 from ..norms import DEFAULT_GROUPS, NORM_NAMES
 from ..receptive_field import receptive_field
-from ..train import PRECISIONS, Config, choose_device
+from ..train import Config, choose_device
 from .report import accuracy_table
 from .reproduce import found, reproduce
 from .runs import PROFILES, prepare_data, run
-from .studies import BOOK_NORMS, BOOK_SEEDS, book_config, book_parts
+from .studies import BOOK_NORMS, BOOK_SEEDS, book_config
 
-REPRODUCE_PARTS = tuple(book_parts("smoke"))
-#: The recipe's fields the command line sets (the norm has its own flag).
+#: The recipe's fields that a command changes (the norm is each command's own).
 RECIPE_FIELDS = {f.name for f in fields(Config)} - {"norm"}
+#: What each part of the book trains, for ``reproduce --help``.
+PART_HELP = {
+    "main": "the book's models, once per seed", "precision": "batch norm in fp32 and bf16",
+    "ablations": "the ablation studies", "sweep": "the batch-size sweep",
+    "lr": "the learning-rate study", "budget": "the training-budget study",
+    "smallbatch": "the small-batch repairs", "smoothness": "the smoothness probes",
+    "shift": "the main models tested under distribution shift"}
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = Config()
-    parser.add_argument("--epochs", type=int, help=f"passes over the data (default {defaults.epochs})")
-    parser.add_argument("--batch-size", type=int,
-                        help=f"images per step (default {defaults.batch_size})")
-    parser.add_argument("--lr", type=float, help=f"peak OneCycle learning rate (default {defaults.lr})")
-    parser.add_argument("--crop-padding", type=int, help="pixels of padding of random "
-                        f"crops (default {defaults.crop_padding})")
-    parser.add_argument("--crop-padding-mode", choices=PADDING_MODES, help="what fills the "
-                        f"padding (default {defaults.crop_padding_mode})")
-    parser.add_argument("--seed", type=int, help=f"random seed (default {defaults.seed})")
-    parser.add_argument("--groups", type=int, help=f"groups of group norm (default {DEFAULT_GROUPS})")
+def recipe_help() -> dict[str, str]:
+    """Each :class:`normlab.Config` field's comment in its source (``epochs: int = 20  #
+    passes over the training split``), by field name: the command line's help text."""
+    source = inspect.getsource(Config)
+    return dict(re.findall(r"^ +(\w+): [^=\n]+=[^#\n]+#\s*(.+)$", source, re.MULTILINE))
+
+
+def _int_or_none(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per field of :class:`normlab.Config` (but ``exclude``), made from the
+    dataclass: ``--batch-size`` for ``batch_size``, its help from the field's comment and its
+    default from ``Config()``; ``--residual/--no-residual`` for a bool, N numbers for a
+    tuple, ``none`` for a field that may be None. A flag not given sets nothing (the
+    preset's value stands); the values are checked by ``Config`` itself."""
+    defaults, helps = Config(), recipe_help()
+    for field in fields(Config):
+        if field.name in exclude:
+            continue
+        default = getattr(defaults, field.name)
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        options = {"help": f"{helps[field.name]} (default {shown})", "default": argparse.SUPPRESS}
+        if isinstance(default, bool):
+            options["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, tuple):
+            options.update(type=int, nargs=len(default), metavar="N")
+        else:
+            options["type"] = _int_or_none if default is None else type(default)
+        parser.add_argument("--" + field.name.replace("_", "-"), **options)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """The recipe's flags (:func:`add_recipe_arguments`) and where to run."""
+    add_recipe_arguments(parser, exclude)
     parser.add_argument("--data", help="CIFAR-10 folder (default $NORMLAB_DATA)")
     parser.add_argument("--download", action="store_true", default=None,
                         help="download the canonical CIFAR-10 archive if it is missing")
     parser.add_argument("--device", help="auto, cpu, cuda, mps (default auto)")
-    parser.add_argument("--precision", choices=("auto", *PRECISIONS),
-                        help=f"compute dtype (default {defaults.precision}, or the hardware's "
-                             f"where it emulates {defaults.precision}; auto: the hardware's)")
     parser.add_argument("--profile", choices=tuple(PROFILES),
                         help="full (default, or $NORMLAB_PROFILE) or smoke")
     parser.add_argument("--retrain", action="store_true", help="ignore cached results")
@@ -66,34 +95,28 @@ def get_args_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     norm_help = f"normalization: {', '.join(NORM_NAMES)}"
     train = commands.add_parser("train", help="train one model, print its epochs")
-    train.add_argument("--norm", default="batch", help=norm_help)
     _add_run_arguments(train)
     compare = commands.add_parser("compare", help="train batch, layer and group norm models, "
                                                   "compare them")
-    _add_run_arguments(compare)
+    _add_run_arguments(compare, exclude=("norm", "seed"))
     compare.add_argument("--seeds", type=int, nargs="+", default=[0],
                          help="train each model once per seed")
     repro = commands.add_parser("reproduce", help="train every model the book shows "
-                                                      "(into results/)")
-    _add_run_arguments(repro)
+                                                  "(into results/); the recipe's flags change "
+                                                  "the main models")
+    _add_run_arguments(repro, exclude=("norm", "seed"))
     repro.add_argument("--seeds", type=int, nargs="+", default=list(BOOK_SEEDS),
-                           help="seeds of the main models")
+                       help="seeds of the main models")
     repro.add_argument("--workers", type=int, help="runs trained at once in local worker "
-                           "processes (default: one per CPU core, or per GPU)")
+                       "processes (default: one per CPU core, or per GPU)")
     repro.add_argument("--threads", type=int, default=1, help="threads of each run")
     repro.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                           help="run on the Ray cluster at ADDRESS (no address: start one "
-                                "here); needs pip install 'normlab[ray]'")
+                       help="run on the Ray cluster at ADDRESS (no address: start one "
+                            "here); needs pip install 'normlab[ray]'")
     repro.add_argument("--gpus-per-run", type=float, default=0.0,
-                           help="with --ray: the fraction of a GPU each run takes")
-    repro.add_argument("--parts", nargs="+", choices=REPRODUCE_PARTS,
-                           default=list(REPRODUCE_PARTS),
-                           help="main: the book's models, once per seed; precision: batch "
-                                "norm in fp32 and bf16; ablations: the ablation studies; "
-                                "sweep: the batch-size sweep; lr: the learning-rate study; "
-                                "budget: the training-budget study; smallbatch: the "
-                                "small-batch repairs; smoothness: the smoothness probes; "
-                                "shift: the main models tested under distribution shift")
+                       help="with --ray: the fraction of a GPU each run takes")
+    repro.add_argument("--parts", nargs="+", choices=tuple(PART_HELP), default=list(PART_HELP),
+                       help="; ".join(f"{part}: {text}" for part, text in PART_HELP.items()))
     for name, text in (("rf", "print the receptive-field table"),
                        ("summary", "print the torchinfo summary")):
         sub = commands.add_parser(name, help=text)
@@ -110,10 +133,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace, norm: str, **fixed) -> Config:
     """The book's config for ``norm`` with the recipe fields given on the command line (and
     ``fixed``, which take precedence)."""
-    changes = {k: v for k, v in vars(args).items() if k in RECIPE_FIELDS and v is not None}
+    changes = {k: v for k, v in vars(args).items() if k in RECIPE_FIELDS}
     config = book_config(norm, profile=args.profile, **{**changes, **fixed})
     # a precision named on the command line is trained as named, in every profile
-    return replace(config, precision=args.precision) if args.precision else config
+    return replace(config, precision=args.precision) if "precision" in changes else config
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -126,7 +149,7 @@ def _settings(args: argparse.Namespace) -> dict:
 def _run(args: argparse.Namespace, config: Config):
     settings = _settings(args)
     data = prepare_data(config, settings.pop("root"), settings.pop("download"))
-    return run(config, data, profile=args.profile, exact_precision=args.precision is not None,
+    return run(config, data, profile=args.profile, exact_precision="precision" in vars(args),
                **settings)
 
 
@@ -136,12 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     ``error: <what to do>`` (exit status 1)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if args.command == "reproduce" and args.seed is not None:
-        parser.error("reproduce trains the main models once per seed of --seeds; use "
-                     "--seeds instead of --seed")
     if args.command in ("train", "compare", "reproduce"):
         try:   # a recipe or a device that cannot be is a usage error, before any data loads
-            config_from_args(args, getattr(args, "norm", "batch"))
+            config_from_args(args, vars(args).get("norm", "batch"))
             choose_device(args.device or "auto")
         except ValueError as error:
             parser.error(str(error))
@@ -165,7 +185,7 @@ def _dispatch(args: argparse.Namespace) -> None:
                                 col_names=("output_size", "num_params"), row_settings=("var_names",),
                                 depth=4, verbose=0))
     elif args.command == "train":
-        result = _run(args, config_from_args(args, args.norm))
+        result = _run(args, config_from_args(args, vars(args).get("norm", "batch")))
         print(pd.DataFrame(result.history.rows()).round(4).to_string(index=False))
         if result.diverged:
             where = result.info["diverged"]
@@ -176,9 +196,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(f"\nfinal: train accuracy {result.train_accuracy:.2%}, "
               f"test accuracy {result.test_accuracy:.2%}, {result.seconds:.0f} s")
     elif args.command == "compare":
-        seeds = args.seeds if args.seed is None else [args.seed]
         runs = [_run(args, config_from_args(args, norm, seed=seed))
-                for seed in seeds for norm in BOOK_NORMS]
+                for seed in args.seeds for norm in BOOK_NORMS]
         print(accuracy_table(runs).to_string(index=False))
     else:
         _reproduce(args)
@@ -189,8 +208,7 @@ def _reproduce(args: argparse.Namespace) -> None:
     each part trained, found and failed and its table, then the wall time. The recipe
     flags (``--epochs``, ``--lr`` ...) change the main models only."""
     start = time.perf_counter()
-    changes = {k: v for k, v in vars(args).items() if k in RECIPE_FIELDS and v is not None}
-    changes.pop("seed", None)   # the main models' seeds are --seeds (main() refuses --seed)
+    changes = {k: v for k, v in vars(args).items() if k in RECIPE_FIELDS}
     sweep = {"workers": args.workers, "threads": args.threads, "ray_address": args.ray,
              "gpus_per_run": args.gpus_per_run, "device": args.device or "auto",
              "retrain": args.retrain}
