@@ -56,11 +56,15 @@ import torch
 from torch import fx, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .norms import FilterResponseNorm2d, RMSGroupNorm
+
 AXES = ("height", "width")
 
-#: Normalization layers: they keep the field (statistics over space are left out, see above).
+#: Normalization layers: they keep the field (statistics over space are left out, see above),
+#: torch's and normlab's own (filter response and RMS group norm compute theirs over space).
 NORM_MODULES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
-                *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+                *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()), FilterResponseNorm2d,
+                RMSGroupNorm)
 #: Layers whose geometry :func:`_module_geometry` reads off their attributes.
 SPATIAL_MODULES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 #: Layers with no receptive field on the input grid, and why.
