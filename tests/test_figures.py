@@ -196,3 +196,11 @@ def test_epoch_seconds_takes_each_norms_least_disturbed_run(runs):
     assert list(table.index) == ["batch", "group"] and list(table["runs"]) == [2, 2]
     # batch: medians 3 (one epoch slowed by other work) and 5; group: medians 4 and 9
     assert list(table["seconds per epoch"]) == [3.0, 4.0]
+
+
+def test_every_norm_has_its_own_colour():
+    from normlab.book.plots import NORM_COLORS
+    from normlab.norms import NORM_NAMES
+
+    assert set(NORM_COLORS) == set(NORM_NAMES)
+    assert len(set(NORM_COLORS.values())) == len(NORM_COLORS)

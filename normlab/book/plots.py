@@ -22,7 +22,8 @@ from .verdicts import Difference
 
 #: Okabe-Ito colours, one per normalization.
 NORM_COLORS = {"batch": "#0072B2", "layer": "#D55E00", "group": "#009E73",
-               "instance": "#CC79A7", "none": "#000000"}
+               "instance": "#CC79A7", "none": "#000000", "frn": "#E69F00",
+               "rms-group": "#56B4E9", "batch-renorm": "#999999"}
 _NORM_BY_LABEL = {label: norm for norm, label in NORM_LABELS.items()}
 
 
