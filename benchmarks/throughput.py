@@ -242,7 +242,8 @@ def matmul_gflop_per_s(device: torch.device, dtype: torch.dtype, n: int = 2048,
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="few steps, under a minute")
+    parser.add_argument("--quick", action="store_true", help="few steps, one process for every "
+                        "pipeline: a check that it runs, under a minute")
     parser.add_argument("--steps", type=int, default=60, help="timed steps per pipeline")
     parser.add_argument("--repeats", type=int, default=3,
                         help="measurements per pipeline (interleaved; the median is reported)")
@@ -255,9 +256,11 @@ def main(argv=None):
     steps, repeats = (12, 1) if args.quick else (args.steps, args.repeats)
     names = ["baseline"] + [name for name, kw in CHOICES if not (args.quick and kw.get("compile"))]
     samples = {name: [] for name in names}
-    # a fresh process per measurement; interleaved, so that a busy moment slows every pipeline
+    # a fresh process per measurement; interleaved, so that a busy moment slows every pipeline.
+    # --quick (a check that it runs) measures them all in one process, in the order of
+    # CHOICES, which adds keep_freed_memory (process-wide and lasting) last
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             max_tasks_per_child=1) as pool:
+                             max_tasks_per_child=None if args.quick else 1) as pool:
         for _ in range(repeats):
             for name in names:
                 samples[name].append(

@@ -35,8 +35,8 @@ print(faulted)
 """
 
 #: Trains the book's network for 5 steps of 128 synthetic images, with or without the
-#: setting (``fit`` makes it; "default" replaces it with nothing); prints a digest of the
-#: trained weights.
+#: setting (``fit`` makes it; "default" replaces it with nothing), in the precision this
+#: machine computes natively; prints a digest of the trained weights.
 TRAIN = """
 import hashlib, sys, torch
 sys.path.insert(0, sys.argv[2])
@@ -46,7 +46,7 @@ from normlab import CIFAR10, Config
 if sys.argv[1] == "default":
     normlab.train.keep_freed_memory = lambda: False
 data = CIFAR10(*synthetic_images(640, 0), *synthetic_images(10, 1), CLASSES, "synthetic")
-config = Config(epochs=1, batch_size=128)
+config = Config(epochs=1, batch_size=128, precision="auto")
 model = config.build_model()
 normlab.train.fit(model, data, config, progress=False)
 digest = hashlib.sha256()
