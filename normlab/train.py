@@ -17,9 +17,10 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import numbers
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,9 @@ class Config:
     where it runs (the device is the pipeline's). Units in the comments.
 
     Raises:
+        TypeError: a value of another type than its field's (``norm=None``,
+            ``residual="False"``, ``batch_size=True``, ``seed=1.5``, ``lr="0.1"``), naming
+            the field and the type it takes.
         ValueError: an unknown norm, padding mode, order or precision; a number outside its
             range (the message gives the range); widths of the wrong length, groups that do
             not divide them, or a network over the parameter budget.
@@ -66,8 +70,10 @@ class Config:
     precision: str = "bf16"             # bf16 | fp16 | fp32 | auto (what the hardware computes natively)
 
     def __post_init__(self):
+        if isinstance(self.widths, list):   # as a JSON record holds them
+            object.__setattr__(self, "widths", tuple(self.widths))
+        _check_types(self)
         object.__setattr__(self, "norm", canonical_norm(self.norm))
-        object.__setattr__(self, "widths", tuple(self.widths))
         check_padding_mode(self.crop_padding_mode, "crop_padding_mode")
         if self.precision != "auto" and self.precision not in PRECISIONS:
             raise ValueError(f"Unknown value {self.precision!r} for argument precision. "
@@ -82,6 +88,33 @@ class Config:
             return Net(self.norm, groups=self.groups, widths=self.widths,
                        residual=self.residual, order=self.order,
                        weight_standardization=self.weight_standardization)
+
+
+#: What each field's annotation admits: an int is not a bool (``batch_size=True``), a
+#: number is not a string (``lr="0.1"``), a bool is not a string (``residual="False"``).
+_ADMITS = {"int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+           "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+           "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}
+_SAYS = {"int": "a whole number", "float": "a number", "bool": "True or False",
+         "str": "a string"}
+
+
+def _check_types(config: Config) -> None:
+    """Raise TypeError, naming the field and the type it takes, for a value of another type
+    (``Config``'s annotations: int, float, bool, str, tuple[int, ...], int | None)."""
+    for f in fields(config):
+        value, kind = getattr(config, f.name), f.type.removesuffix(" | None")
+        if value is None and f.type.endswith("| None"):
+            continue
+        if kind == "tuple[int, ...]":
+            ok, says = (isinstance(value, tuple) and all(map(_ADMITS["int"], value)),
+                        "a tuple of whole numbers")
+        else:
+            ok, says = _ADMITS[kind](value), _SAYS[kind]
+        if not ok:
+            none = " or None" if f.type.endswith("| None") else ""
+            raise TypeError(f"Config.{f.name} must be {says}{none}, got {value!r} "
+                            f"({type(value).__name__}).")
 
 
 def _check_recipe(config: Config) -> None:
@@ -100,6 +133,8 @@ def _check_recipe(config: Config) -> None:
             fail(name, f"a finite number above {low}" + (f" and below {high}" if high < math.inf
                                                         else "") if positive
                  else f"from {low} to below {high}")
+    if not 0 <= config.seed < 2 ** 64:
+        fail("seed", "from 0 to 2**64 - 1 (torch's generators take 64 bits)")
     if not 0 <= config.crop_padding < 32:
         fail("crop_padding", "from 0 to 31 (pixels, less than the 32-pixel image)")
     if len(config.widths) != len(WIDTHS) or min(config.widths) < 1:

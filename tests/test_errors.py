@@ -130,10 +130,12 @@ def test_a_device_that_is_not_there_is_a_clear_error(monkeypatch):
         choose_device("cuda:5")
 
 
-def test_reproduce_takes_seeds_not_a_seed(image_folder, capsys):
+@pytest.mark.parametrize("command", ["reproduce", "compare"])
+def test_reproduce_and_compare_take_seeds_not_a_seed(image_folder, capsys, command):
+    # not an abbreviation of --seeds either: that would train the whole book
     with pytest.raises(SystemExit) as exit:
-        main(["reproduce", "--seed", "3", "--data", str(image_folder)])
-    assert exit.value.code == 2 and "use --seeds instead of --seed" in capsys.readouterr().err
+        main([command, "--seed", "3", "--data", str(image_folder)])
+    assert exit.value.code == 2 and "unrecognized arguments: --seed 3" in capsys.readouterr().err
 
 
 def test_divergence_is_a_one_line_error_naming_epoch_step_and_learning_rate(image_folder):
@@ -177,3 +179,55 @@ def test_training_data_of_the_wrong_size_is_still_named(tmp_path):
                              str(folder / "train" / "cat" / "0003.png"))
     with pytest.raises(ValueError, match=r"0003.png has shape \(3, 16, 16\), expected"):
         prepare_data(tiny(), folder)
+
+
+# -- a recipe of the wrong types -----------------------------------------------------------
+
+@pytest.mark.parametrize("field, value, says", [
+    ("norm", None, "a string"), ("residual", "False", "True or False"),
+    ("batch_size", True, "a whole number"), ("seed", 1.5, "a whole number"),
+    ("groups", 2.0, "a whole number"), ("epochs", 2.5, "a whole number"),
+    ("lr", "0.1", "a number"), ("train_subset", 10.0, "a whole number or None"),
+    ("widths", (16, 32, 16, 24, 32, 32.0), "a tuple of whole numbers"),
+    ("flip", 1, "True or False")])
+def test_a_field_of_another_type_is_refused_naming_it(field, value, says):
+    from normlab import Config
+
+    with pytest.raises(TypeError, match=rf"Config\.{field} must be {says}, got "):
+        Config(**{field: value})
+
+
+def test_the_types_a_record_holds_are_accepted():
+    import json
+    from dataclasses import asdict
+
+    from normlab import Config
+
+    config = Config(lr=1, train_subset=100, widths=[16, 32, 16, 24, 32, 32])   # an int lr is a number
+    assert Config(**json.loads(json.dumps(asdict(config)))) == config
+
+
+def test_retrain_and_train_never_conflict_and_say_so(tiny_data, monkeypatch):
+    run(tiny(), tiny_data, profile="full", progress=False)
+    monkeypatch.setenv("NORMLAB_TRAIN", "never")
+    with pytest.raises(ValueError, match=r"retrain=True \(--retrain\) asks to train .* and "
+                                         r"NORMLAB_TRAIN=never forbids training: drop one"):
+        run(tiny(), tiny_data, profile="full", progress=False, retrain=True)
+
+
+def test_a_results_setting_that_names_a_file_is_a_one_line_error(monkeypatch, image_folder):
+    from normlab.book.cli import main
+
+    monkeypatch.setenv("NORMLAB_RESULTS", "/dev/null")
+    with pytest.raises(SystemExit, match=r"^error: /dev/null is not a folder .*point "
+                                         r"NORMLAB_RESULTS at a folder"):
+        main(["train", "--epochs", "1", "--batch-size", "16", "--data", str(image_folder)])
+
+
+@pytest.mark.parametrize("seed", [-1, 2 ** 64])
+def test_a_seed_beyond_64_bits_is_refused_with_its_range(seed):
+    from normlab import Config
+
+    with pytest.raises(ValueError, match=r"seed must be from 0 to 2\*\*64 - 1"):
+        Config(seed=seed)
+    Config(seed=2 ** 64 - 1).build_model()   # the largest trains

@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__
 from ..data import CIFAR10
-from ..store import cache_dir
+from ..store import cache_dir, folder
 from ..train import Config, choose_device, choose_precision, native_precision
 
 RESULTS_ENV = "NORMLAB_RESULTS"
@@ -32,13 +32,15 @@ RESULTS_ENV = "NORMLAB_RESULTS"
 def results_dir() -> Path:
     """Folder for training results (created on demand): ``$NORMLAB_RESULTS``, else the
     ``results/`` folder of a source checkout (committed), else ``results/`` in
-    :func:`normlab.store.cache_dir`."""
+    :func:`normlab.store.cache_dir`.
+
+    Raises:
+        NotADirectoryError: a file (``/dev/null``, say) is in its place, naming the setting.
+    """
     checkout = Path(__file__).resolve().parents[2]
     default = (checkout / "results" if (checkout / "pyproject.toml").exists()
                else cache_dir() / "results")
-    path = Path(os.environ.get(RESULTS_ENV) or default).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return folder(Path(os.environ.get(RESULTS_ENV) or default).expanduser(), RESULTS_ENV)
 
 
 def benchmark_records(benchmark: str = "throughput") -> list[dict]:

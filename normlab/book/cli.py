@@ -127,6 +127,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--data", help="CIFAR-10 folder (default $NORMLAB_DATA)")
     data.add_argument("--download", action="store_true",
                       help="download the canonical CIFAR-10 archive if it is missing")
+    # a flag is spelt out: an abbreviation could stand for another one (--seed for --seeds)
+    for command in (parser, *commands.choices.values()):
+        command.allow_abbrev = False
     return parser
 
 
@@ -155,8 +158,8 @@ def _run(args: argparse.Namespace, config: Config):
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line. A recipe or device that cannot be is a usage error (exit status
-    2); other bad input, a missing file or a ``train`` that diverged ends it with
-    ``error: <what to do>`` (exit status 1)."""
+    2); other bad input, a missing file or folder, a full disk or a ``train`` that diverged
+    ends it with ``error: <what to do>`` (exit status 1)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.command in ("train", "compare", "reproduce"):
@@ -167,8 +170,9 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(error))
     try:
         _dispatch(args)
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from error
+    except (ValueError, OSError) as error:   # OSError: a missing file, a full disk, no folder
+        what = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise SystemExit(f"error: {what}") from error
 
 
 def _dispatch(args: argparse.Namespace) -> None:

@@ -222,9 +222,13 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
 
     Raises:
         FileNotFoundError: no cached result, and ``$NORMLAB_TRAIN`` is ``never``.
-        ValueError: ``$NORMLAB_TRAIN`` is neither ``auto`` nor ``never``.
+        ValueError: ``$NORMLAB_TRAIN`` is neither ``auto`` nor ``never``, or it is ``never``
+            and ``retrain`` asks to train.
     """
     profile, mode = resolve_profile(profile), train_mode()
+    if retrain and mode == "never":
+        raise ValueError(f"retrain=True (--retrain) asks to train {config.norm} again, and "
+                         f"{TRAIN_ENV}=never forbids training: drop one of the two.")
     data = data if data is not None else prepare_data(config)
     target = choose_device(device)
     native = (replace(config, precision=native_precision(target))
