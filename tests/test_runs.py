@@ -103,7 +103,7 @@ def test_a_diverged_run_is_a_result_that_says_where_it_diverged(tiny_data, monke
     assert run(config, tiny_data, progress=False).diverged
 
 
-def test_run_each_loads_the_data_of_each_subset_once(image_folder, monkeypatch):
+def test_run_each_loads_the_data_once_for_every_subset(image_folder, monkeypatch):
     from normlab.book import run_each
 
     monkeypatch.setenv("NORMLAB_DATA", str(image_folder))
@@ -113,7 +113,7 @@ def test_run_each_loads_the_data_of_each_subset_once(image_folder, monkeypatch):
     monkeypatch.setattr(sys.modules["normlab.book.runs"], "load_data",
                         lambda *args: loads.append(args) or normlab.load_data(*args))
     results = run_each(configs, progress=False)
-    assert [r.config for r in results] == configs and len(loads) == 2   # two subsets
+    assert [r.config for r in results] == configs and len(loads) == 1   # two subsets of one
     assert [r.test_accuracy for r in results] == [run(c, progress=False).test_accuracy
                                                   for c in configs]    # found, as run finds them
 

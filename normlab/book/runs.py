@@ -145,14 +145,13 @@ def prepare_data(config: Config, root: str | os.PathLike | None = None,
 
 def data_for(configs: list[Config], root: str | os.PathLike | None = None,
              download: bool = True) -> dict[tuple, CIFAR10]:
-    """The data of each (train_subset, test_subset) that ``configs`` use, loaded once each
-    (:func:`prepare_data`)."""
-    data = {}
-    for config in configs:
-        subset = (config.train_subset, config.test_subset)
-        if subset not in data:
-            data[subset] = prepare_data(config, root, download)
-    return data
+    """The data of each (train_subset, test_subset) that ``configs`` use, by subset: CIFAR-10
+    loaded once (:func:`normlab.load_data`, from ``root``), then cut to each subset."""
+    subsets = dict.fromkeys((c.train_subset, c.test_subset) for c in configs)
+    if not subsets:
+        return {}
+    whole = load_data(root, download)
+    return {subset: whole.subset(*subset) for subset in subsets}
 
 
 def run_each(configs: Sequence[Config], *, profile: str | None = None, device: str = "auto",

@@ -31,11 +31,11 @@ from multiprocessing import get_context
 import torch
 from tqdm.auto import tqdm
 
+from ..data import load_data
 from ..store import atomic_write_bytes
 from ..train import Config
 from .cache import RESULTS_ENV, cache_key, result_paths, results_dir
-from .runs import (check_writable, data_for, prepare_data, processor_name, resolve_profile,
-                   run)
+from .runs import check_writable, data_for, processor_name, resolve_profile, run
 
 
 @dataclass
@@ -69,7 +69,7 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-_DATA = {}   # per worker process: the data of each (root, subset), loaded once
+_DATA = {}   # per worker process: CIFAR-10 from each root, loaded once
 
 
 class WorkerPool:
@@ -111,14 +111,14 @@ def train_files(config: Config, profile: str, root: str | None, download: bool, 
     """Train ``config`` in this process with ``threads`` threads, into a temporary results
     folder, and return the result's file stem, its JSON record and its tensor file."""
     torch.set_num_threads(threads)
-    subset = (root, config.train_subset, config.test_subset)
-    if subset not in _DATA:
-        _DATA[subset] = prepare_data(config, root, download)
+    if root not in _DATA:
+        _DATA[root] = load_data(root, download)
+    data = _DATA[root].subset(config.train_subset, config.test_subset)
     with tempfile.TemporaryDirectory() as folder:
         previous = os.environ.get(RESULTS_ENV)
         os.environ[RESULTS_ENV] = folder
         try:
-            result = run(config, _DATA[subset], profile=profile, device=device, progress=False,
+            result = run(config, data, profile=profile, device=device, progress=False,
                          retrain=True, exact_precision=True)
             record, tensors = result_paths(config, result.info["key"], profile)
             return record.stem, record.read_bytes(), tensors.read_bytes()
