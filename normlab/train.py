@@ -48,7 +48,7 @@ class Config:
             not divide them, or a network over the parameter budget.
     """
 
-    norm: str = "batch"                 # a name of NORM_NAMES: batch | layer | group | instance | ...
+    norm: str = "batch"                 # batch|layer|group|instance|none|frn|rms-group|batch-renorm
     groups: int = DEFAULT_GROUPS        # groups of norm="group" and "rms-group"
     widths: tuple[int, ...] = WIDTHS    # channels (C1, C2, c3, C4-C6, c7, C8-C10)
     residual: bool = True               # residual additions in stages 2 and 3

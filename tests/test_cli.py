@@ -103,3 +103,10 @@ def test_a_flag_of_another_type_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit:
         main(["train", "--epochs", "2.5"])
     assert exit.value.code == 2 and "--epochs: invalid int value: '2.5'" in capsys.readouterr().err
+
+
+def test_reproduce_offers_every_part_of_the_book():
+    from normlab.book.cli import PART_HELP
+    from normlab.book.studies import book_parts
+
+    assert tuple(PART_HELP) == tuple(book_parts("full"))

@@ -121,3 +121,12 @@ def test_an_unknown_setting_is_named_in_a_warning(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         current_profile()
+
+
+def test_a_sweep_trains_one_result_once_whatever_configs_name_it(image_folder, monkeypatch):
+    from normlab.book.sweep import run_many
+
+    no_bf16(monkeypatch)   # "auto" is fp32 here: the two configs are one result
+    configs = [tiny_config(precision="fp32"), tiny_config(precision="auto")]
+    summary = run_many(configs, "full", workers=1, root=image_folder, progress=False)
+    assert (summary.trained, summary.found, summary.failed) == (configs[:1], configs[1:], [])

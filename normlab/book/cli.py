@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _dispatch(args)
     except (ValueError, OSError) as error:   # OSError: a missing file, a full disk, no folder
-        what = error.strerror if isinstance(error, OSError) and error.strerror else error
+        what = error
+        if isinstance(error, OSError) and error.strerror:   # errno's text, with its file
+            what = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
         raise SystemExit(f"error: {what}") from error
 
 

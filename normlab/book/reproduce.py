@@ -149,8 +149,8 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
 def _shift_of(config: Config, data, profile: str, retrain: bool) -> None:
     """The shift table of ``config``'s model (:func:`normlab.book.shift.shift_table`), with
     ``retrain`` computed again (the model is the main part's, trained where missing)."""
-    shift_table([run(config, data, profile=profile)], data.test_images, data.test_labels,
-                Pipeline.for_config(config, data), profile, retrain=retrain)
+    shift_table([run(config, data, profile=profile, exact_precision=True)], data.test_images,
+                data.test_labels, Pipeline.for_config(config, data), profile, retrain=retrain)
 
 
 #: The parts made in this process, one run after another, not by :func:`run_many`: what

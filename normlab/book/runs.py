@@ -48,8 +48,8 @@ SETTINGS = ("NORMLAB_DATA", "NORMLAB_CACHE", RESULTS_ENV, PROFILE_ENV, TRAIN_ENV
 def _setting(variable: str, valid: tuple[str, ...]) -> str:
     """The environment's ``variable``, or the first of ``valid`` where it is not set.
     Raises ValueError, naming the variable and the valid values, for any other value.
-    Warns once about any ``NORMLAB_*`` variable that is none of :data:`SETTINGS` (a
-    misspelt one would otherwise be ignored in silence)."""
+    Warns about any ``NORMLAB_*`` variable that is none of :data:`SETTINGS` (a misspelt one
+    would otherwise be ignored in silence), once per place that reads a setting."""
     unknown = sorted(name for name in os.environ
                      if name.startswith("NORMLAB_") and name not in SETTINGS)
     if unknown:
@@ -222,27 +222,29 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
     Raises:
         FileNotFoundError: no cached result, and ``$NORMLAB_TRAIN`` is ``never``.
         ValueError: ``$NORMLAB_TRAIN`` is neither ``auto`` nor ``never``, or it is ``never``
-            and ``retrain`` asks to train.
+            and ``retrain`` asks to train a result that is there.
     """
     profile, mode = resolve_profile(profile), train_mode()
-    if retrain and mode == "never":
-        raise ValueError(f"retrain=True (--retrain) asks to train {config.norm} again, and "
-                         f"{TRAIN_ENV}=never forbids training: drop one of the two.")
     data = data if data is not None else prepare_data(config)
+    if not retrain and (cached := load_result(config, data, profile, device)) is not None:
+        return cached
     target = choose_device(device)
     native = (replace(config, precision=native_precision(target))
               if not exact_precision and emulated(config.precision, target) else None)
-    if not retrain:
-        for candidate in (config, native):
-            if candidate and (cached := load_result(candidate, data, profile, device)):
-                return cached
+    if native and not retrain and (cached := load_result(native, data, profile, device)):
+        return cached
     key = cache_key(config, data, profile, device)
     record_path, tensor_path = result_paths(config, key, profile)
     if mode == "never":
+        if retrain and record_path.exists():
+            raise ValueError(f"retrain=True (--retrain) asks to train {record_path.name} "
+                             f"again, and {TRAIN_ENV}=never forbids training: drop one of the "
+                             f"two.")
         _refuse_training(config, data, profile, record_path, native)
     if native is not None:
-        print(f"{config.precision} is emulated on this {target.type.upper()}: training in "
-              f"{native.precision}", flush=True)
+        where = "CPU" if target.type == "cpu" else "GPU"
+        print(f"{config.precision} is emulated on this {where}: training in {native.precision}",
+              flush=True)
         return run(native, data, profile=profile, device=device, progress=progress,
                    retrain=True, exact_precision=True)
     check_writable(record_path.parent)

@@ -139,10 +139,14 @@ def _missing(configs: list[Config], data: dict, profile: str, device: str,
              retrain: bool) -> tuple[list[Config], list[Config]]:
     """``configs`` split into those whose result is in the results folder and those to
     train; ``data`` by subset (:func:`normlab.book.runs.data_for`)."""
-    found, todo = [], []
+    found, todo, keys = [], [], set()
     for config in configs:
         key = cache_key(config, data[(config.train_subset, config.test_subset)], profile, device)
         record, tensors = result_paths(config, key, profile)
+        if key in keys:   # another config of the same result ("auto" resolved to a named one)
+            found.append(config)
+            continue
+        keys.add(key)
         (todo if retrain or not (record.exists() and tensors.exists()) else found).append(config)
     return found, todo
 
