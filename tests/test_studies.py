@@ -118,8 +118,9 @@ def test_the_smoke_profile_changes_only_sizes_and_precision_and_trains_five_step
             assert small.test_subset == SMOKE_TEST_IMAGES
             assert small.precision == ("fp32" if big.precision == "fp32" else "auto")
             assert small.epochs == (big.epochs if part == "budget" else 1)
-            # enough steps for OneCycle's warm-up and annealing
-            make_optimizer(Net(), small, steps=small.epochs * SMOKE_STEPS)
+            # enough steps for OneCycle's warm-up and annealing, counted as fit counts them
+            steps_per_epoch = -(-small.train_subset // small.batch_size)
+            make_optimizer(Net(), small, steps=small.epochs * steps_per_epoch)
 
 
 def test_onecycle_with_too_few_steps_says_what_to_do():
