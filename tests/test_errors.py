@@ -1,7 +1,9 @@
 """Bad input gets a clear error that says what to do; nothing is silently wrong or lost."""
 
+import json
 import math
 import os
+import re
 import time
 
 import pytest
@@ -231,3 +233,40 @@ def test_a_seed_beyond_64_bits_is_refused_with_its_range(seed):
     with pytest.raises(ValueError, match=r"seed must be from 0 to 2\*\*64 - 1"):
         Config(seed=seed)
     Config(seed=2 ** 64 - 1).build_model()   # the largest trains
+
+
+# -- records that are not taken on trust -----------------------------------------------------
+
+def _files(config, data):
+    return result_paths(config, cache_key(config, data, "full"), "full")
+
+
+def test_an_edited_accuracy_is_found_against_the_stored_predictions(tiny_data):
+    run(tiny(), tiny_data, profile="full", progress=False, exact_precision=True)
+    record_path, _ = _files(tiny(), tiny_data)
+    record = json.loads(record_path.read_text())
+    record["test_accuracy"] = min(1.0, record["test_accuracy"] + 0.2)
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"gives a test accuracy of .*, and its stored test "
+                                         r"predictions .* \(edited\?\): delete"):
+        load_result(tiny(), tiny_data, "full")
+
+
+def test_a_result_copied_under_another_datas_key_is_refused(tiny_data):
+    other = tiny_data.subset(100, None)
+    run(tiny(), tiny_data, profile="full", progress=False, exact_precision=True)
+    for source, target in zip(_files(tiny(), tiny_data), _files(tiny(), other)):
+        target.write_bytes(source.read_bytes())
+    with pytest.raises(ValueError, match=rf"trained on the data {re.escape(tiny_data.identity)}, "
+                                         rf"not on {re.escape(other.identity)}"):
+        load_result(tiny(), other, "full")
+
+
+def test_a_tensor_file_that_is_not_its_records_is_refused(tiny_data):
+    run(tiny(), tiny_data, profile="full", progress=False, exact_precision=True)
+    _, tensor_path = _files(tiny(), tiny_data)
+    tensors = torch.load(tensor_path, weights_only=True)
+    next(iter(tensors["state_dict"].values())).add_(1.0)   # other weights, a valid file
+    torch.save(tensors, tensor_path)
+    with pytest.raises(ValueError, match=r"is not the one its record .* was written with"):
+        load_result(tiny(), tiny_data, "full")

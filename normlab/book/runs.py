@@ -13,6 +13,7 @@ Settings of the environment, each read when it is needed:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -175,7 +176,12 @@ def run_each(configs: Sequence[Config], *, profile: str | None = None, device: s
 def load_result(config: Config, data: CIFAR10, profile: str | None = None,
                 device: str = "auto") -> Result | None:
     """The cached result of ``config`` on ``data`` in ``profile`` (default: the current
-    profile), or None."""
+    profile), or None.
+
+    Raises:
+        ValueError: the result's files do not load, or disagree with ``data`` or with each
+            other (:func:`_check_record`); the message names the file and the way out.
+    """
     profile = resolve_profile(profile)
     record_path, tensor_path = result_paths(config, cache_key(config, data, profile, device),
                                             profile)
@@ -187,15 +193,41 @@ def load_result(config: Config, data: CIFAR10, profile: str | None = None,
         path = tensor_path
         tensors = torch.load(tensor_path, weights_only=True)
         path = record_path
-        return Result(config, History(**record["history"]), record["train_accuracy"],
-                      record["test_accuracy"], record["seconds"], record["parameters"],
-                      tensors["state_dict"], tensors["test_probs"].float(),
-                      tensors["test_labels"], record["info"])
+        result = Result(config, History(**record["history"]), record["train_accuracy"],
+                        record["test_accuracy"], record["seconds"], record["parameters"],
+                        tensors["state_dict"], tensors["test_probs"].float(),
+                        tensors["test_labels"], record["info"])
     except Exception as error:   # torch and json raise many kinds for a damaged file
         raise ValueError(
             f"The result {path} does not load ({type(error).__name__}): train it again with "
             f"--retrain (run(..., retrain=True)), or delete {record_path.name} and "
             f"{tensor_path.name}.") from error
+    _check_record(result, data, record_path, tensor_path)
+    return result
+
+
+def _check_record(result: Result, data: CIFAR10, record_path: Path, tensor_path: Path) -> None:
+    """Raise ValueError where a result disagrees with what can be checked cheaply: the data
+    it was trained on (its identity and test labels) against ``data``, its test accuracy
+    against its stored test probabilities, and its tensor file against the checksum its
+    record keeps (records written since the checksum was added)."""
+    way_out = (f"delete {record_path.name} and {tensor_path.name}, or train it again with "
+               f"--retrain (run(..., retrain=True)).")
+    if (result.info.get("data") != data.identity
+            or not torch.equal(result.test_labels, data.test_labels)):
+        raise ValueError(f"The result {record_path} was trained on the data "
+                         f"{result.info.get('data')}, not on {data.identity}, which its name "
+                         f"says (copied or edited?): {way_out}")
+    n = len(result.test_labels)
+    right = (result.test_probs.argmax(dim=1) == result.test_labels).sum().item()
+    if abs(right - result.test_accuracy * n) > 2:   # probabilities kept in fp16 may tie
+        raise ValueError(f"The result {record_path} gives a test accuracy of "
+                         f"{result.test_accuracy:.2%}, and its stored test predictions "
+                         f"{right / n:.2%} (edited?): {way_out}")
+    checksum = result.info.get("tensors_sha256")
+    if checksum is not None and checksum != hashlib.sha256(tensor_path.read_bytes()).hexdigest():
+        raise ValueError(f"The tensor file {tensor_path} is not the one its record "
+                         f"{record_path.name} was written with (its SHA-256 differs): {way_out}")
 
 
 def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = None,
@@ -274,6 +306,7 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
                     probs, data.test_labels.clone(), info)
     atomic_save({"state_dict": result.state_dict, "test_probs": probs.half(),
                  "test_labels": result.test_labels}, tensor_path)
+    info["tensors_sha256"] = hashlib.sha256(tensor_path.read_bytes()).hexdigest()
     atomic_write_json({**result.record(), "profile": profile}, record_path)
     return result
 
