@@ -175,6 +175,9 @@ def choose_device(device: str = "auto") -> torch.device:
         except RuntimeError as error:
             raise ValueError(f"Unknown value {device!r} for argument device. Valid values are "
                              f"auto, cpu, cuda, cuda:N, mps.") from error
+        if chosen.type not in ("cpu", "cuda", "mps"):   # meta, xpu, ...: parsed, not trained on
+            raise ValueError(f"device={device!r} is not one normlab trains on. Valid values are "
+                             f"auto, cpu, cuda, cuda:N, mps.")
         if chosen.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={device!r}, but no CUDA GPU is available here: use auto, "
                              f"cpu or a device this machine has.")

@@ -270,3 +270,10 @@ def test_a_tensor_file_that_is_not_its_records_is_refused(tiny_data):
     torch.save(tensors, tensor_path)
     with pytest.raises(ValueError, match=r"is not the one its record .* was written with"):
         load_result(tiny(), tiny_data, "full")
+
+
+@pytest.mark.parametrize("device", ["meta", "xpu"])
+def test_a_device_torch_parses_but_normlab_does_not_train_on_is_refused(device):
+    with pytest.raises(ValueError, match=rf"device='{device}' is not one normlab trains on. "
+                                         rf"Valid values are auto, cpu, cuda, cuda:N, mps"):
+        choose_device(device)

@@ -91,3 +91,33 @@ def test_a_sweep_on_a_local_ray_cluster(folder):
     assert set(summary.trained) == {tiny(), tiny(norm="layer")}
     assert "OneCycle needs more than" in summary.failed[0][1]
     assert load_result(tiny(norm="layer"), prepare_data(tiny(), folder), "full") is not None
+
+
+def test_more_workers_than_cores_are_capped_at_the_cores_saying_so():
+    from normlab.book.sweep import WorkerPool, _cores
+
+    with pytest.warns(UserWarning, match=rf"999 workers asked for, on {_cores()} CPU cores: "
+                                         rf"starting {_cores()}"):
+        assert WorkerPool(999).workers == _cores()
+
+
+def test_ray_without_ray_is_said_before_any_data_loads(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (
+        (_ for _ in ()).throw(ImportError("no ray")) if name == "ray" else real_import(name, *a, **k)))
+    monkeypatch.setattr("normlab.book.sweep.data_for", lambda *a, **k: pytest.fail("data loaded"))
+    with pytest.raises(ImportError, match=r"--ray needs Ray: pip install 'normlab\[ray\]'"):
+        run_many([tiny()], "full", ray_address="local", root=tmp_path, progress=False)
+
+
+def test_a_gpu_the_ray_cluster_lacks_is_refused_not_waited_for(folder):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install normlab[ray])")
+    try:
+        with pytest.raises(ValueError, match=r"--gpus-per-run 0.5 asks for more GPU than the Ray "
+                                             r"cluster at local has \(0\)"):
+            run_many([tiny()], "full", ray_address="local", gpus_per_run=0.5, root=folder,
+                     progress=False)
+    finally:
+        ray.shutdown()

@@ -22,6 +22,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
@@ -64,8 +65,11 @@ class Summary:
 def default_workers() -> int:
     """One worker per CPU core this process may use (each with one thread); one where
     there is a GPU."""
-    if torch.cuda.is_available():
-        return 1
+    return 1 if torch.cuda.is_available() else _cores()
+
+
+def _cores() -> int:
+    """The CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -80,7 +84,7 @@ class WorkerPool:
     sweep reports the runs it lost, and the next submission starts new processes."""
 
     def __init__(self, workers: int):
-        self.workers, self._executor = workers, None
+        self.workers, self._executor = capped_workers(workers), None
 
     def submit(self, function, *args) -> Future:
         """``function(*args)`` in a worker process (picklable, as for
@@ -179,14 +183,20 @@ def run_many(configs: list[Config], profile: str | None = None, *, workers: int 
 
     Raises:
         ValueError: ``workers`` or ``threads`` below 1.
-        ImportError: ``ray_address`` without Ray installed (``pip install normlab[ray]``).
+        ImportError: ``ray_address`` without Ray installed (``pip install normlab[ray]``),
+            said before any data loads.
+        ValueError: ``gpus_per_run`` above the GPUs of the Ray cluster.
+
+    More ``workers`` than CPU cores are capped at the cores, with a warning
+    (:func:`capped_workers`).
     """
     if (workers is not None and workers < 1) or threads < 1:
         raise ValueError(f"workers and threads must be at least 1, got {workers} and {threads}.")
     profile = resolve_profile(profile)
     check_writable(results_dir() / profile)
     start = time.perf_counter()
-    workers = pool.workers if pool is not None else workers or default_workers()
+    workers = pool.workers if pool is not None else capped_workers(workers or default_workers())
+    ray = _ray(ray_address, gpus_per_run) if ray_address is not None else None
     where = (f"Ray cluster {ray_address}, {threads} CPU and {gpus_per_run:g} GPU per run"
              if ray_address is not None else
              f"{workers} worker{'s' * (workers > 1)} x {threads} thread{'s' * (threads > 1)} "
@@ -198,7 +208,7 @@ def run_many(configs: list[Config], profile: str | None = None, *, workers: int 
                  for config in todo]
     bar = tqdm(total=len(todo), desc="sweep", disable=not progress or not todo)
     if ray_address is not None:
-        outcomes = _on_ray(arguments, ray_address, threads, gpus_per_run)
+        outcomes = _on_ray(ray, arguments, threads, gpus_per_run)
     elif workers == 1 or len(todo) <= 1:
         outcomes = _here(todo, data, profile, device)
     else:
@@ -247,8 +257,15 @@ def _on_processes(arguments: list[tuple], workers: int, pool: WorkerPool | None)
                 future.cancel()
 
 
-def _on_ray(arguments: list[tuple], address: str, threads: int, gpus_per_run: float):
-    """(config, files or the exception) for each run, as they finish on the Ray cluster."""
+def _ray(address: str, gpus_per_run: float):
+    """Ray, connected to the cluster at ``address`` (``"local"``: one started here), before
+    any data loads.
+
+    Raises:
+        ImportError: Ray is not installed.
+        ValueError: ``gpus_per_run`` asks for a GPU the cluster does not have (Ray would
+            wait for it forever).
+    """
     try:
         import ray
     except ImportError as error:
@@ -256,6 +273,27 @@ def _on_ray(arguments: list[tuple], address: str, threads: int, gpus_per_run: fl
             from error
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
              log_to_driver=False, include_dashboard=False)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_run > gpus:
+        raise ValueError(f"--gpus-per-run {gpus_per_run:g} asks for more GPU than the Ray "
+                         f"cluster at {address} has ({gpus:g}): runs would wait for it "
+                         f"forever. Use --gpus-per-run 0 (CPU), or a cluster with GPUs.")
+    return ray
+
+
+def capped_workers(workers: int) -> int:
+    """``workers``, or the CPU cores this process may use where it asks for more (each worker
+    is a process of about 1 GB training with its own thread), saying so."""
+    cores = _cores()
+    if workers > cores:
+        warnings.warn(f"{workers} workers asked for, on {cores} CPU cores: starting {cores} "
+                      f"(more would only share the cores, at about 1 GB each).", stacklevel=3)
+        return cores
+    return workers
+
+
+def _on_ray(ray, arguments: list[tuple], threads: int, gpus_per_run: float):
+    """(config, files or the exception) for each run, as they finish on the Ray cluster."""
     task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=0)(train_files)
     pending = {task.remote(*args): args[0] for args in arguments}
     while pending:
