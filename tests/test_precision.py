@@ -130,3 +130,11 @@ def test_a_sweep_trains_one_result_once_whatever_configs_name_it(image_folder, m
     configs = [tiny_config(precision="fp32"), tiny_config(precision="auto")]
     summary = run_many(configs, "full", workers=1, root=image_folder, progress=False)
     assert (summary.trained, summary.found, summary.failed) == (configs[:1], configs[1:], [])
+
+
+def test_retrain_with_train_never_conflicts_for_a_native_stand_in_too(tiny_data, monkeypatch):
+    no_bf16(monkeypatch)
+    run(tiny_config(precision="bf16"), tiny_data, progress=False)   # trained in fp32
+    monkeypatch.setenv("NORMLAB_TRAIN", "never")
+    with pytest.raises(ValueError, match=r"asks to train .* again, and NORMLAB_TRAIN=never"):
+        run(tiny_config(precision="bf16"), tiny_data, progress=False, retrain=True)

@@ -268,10 +268,12 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
     key = cache_key(config, data, profile, device)
     record_path, tensor_path = result_paths(config, key, profile)
     if mode == "never":
-        if retrain and record_path.exists():
-            raise ValueError(f"retrain=True (--retrain) asks to train {record_path.name} "
-                             f"again, and {TRAIN_ENV}=never forbids training: drop one of the "
-                             f"two.")
+        there = [path for c in (config, native) if c is not None
+                 if (path := result_paths(c, cache_key(c, data, profile, device), profile)[0])
+                 .exists()]
+        if retrain and there:
+            raise ValueError(f"retrain=True (--retrain) asks to train {there[0].name} again, "
+                             f"and {TRAIN_ENV}=never forbids training: drop one of the two.")
         _refuse_training(config, data, profile, record_path, native)
     if native is not None:
         where = "CPU" if target.type == "cpu" else "GPU"
