@@ -14,6 +14,7 @@ Settings of the environment, each read when it is needed:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
@@ -191,7 +192,8 @@ def load_result(config: Config, data: CIFAR10, profile: str | None = None,
     try:
         record = json.loads(record_path.read_text())
         path = tensor_path
-        tensors = torch.load(tensor_path, weights_only=True)
+        raw = tensor_path.read_bytes()   # read once: loaded, and checked against its record
+        tensors = torch.load(io.BytesIO(raw), weights_only=True)
         path = record_path
         result = Result(config, History(**record["history"]), record["train_accuracy"],
                         record["test_accuracy"], record["seconds"], record["parameters"],
@@ -202,15 +204,16 @@ def load_result(config: Config, data: CIFAR10, profile: str | None = None,
             f"The result {path} does not load ({type(error).__name__}): train it again with "
             f"--retrain (run(..., retrain=True)), or delete {record_path.name} and "
             f"{tensor_path.name}.") from error
-    _check_record(result, data, record_path, tensor_path)
+    _check_record(result, data, record_path, tensor_path, hashlib.sha256(raw).hexdigest())
     return result
 
 
-def _check_record(result: Result, data: CIFAR10, record_path: Path, tensor_path: Path) -> None:
+def _check_record(result: Result, data: CIFAR10, record_path: Path, tensor_path: Path,
+                  tensors_sha256: str) -> None:
     """Raise ValueError where a result disagrees with what can be checked cheaply: the data
     it was trained on (its identity and test labels) against ``data``, its test accuracy
     against its stored test probabilities, and its tensor file against the checksum its
-    record keeps (records written since the checksum was added)."""
+    record keeps (records written since the checksum was added), given as ``tensors_sha256``."""
     way_out = (f"delete {record_path.name} and {tensor_path.name}, or train it again with "
                f"--retrain (run(..., retrain=True)).")
     if (result.info.get("data") != data.identity
@@ -225,7 +228,7 @@ def _check_record(result: Result, data: CIFAR10, record_path: Path, tensor_path:
                          f"{result.test_accuracy:.2%}, and its stored test predictions "
                          f"{right / n:.2%} (edited?): {way_out}")
     checksum = result.info.get("tensors_sha256")
-    if checksum is not None and checksum != hashlib.sha256(tensor_path.read_bytes()).hexdigest():
+    if checksum is not None and checksum != tensors_sha256:
         raise ValueError(f"The tensor file {tensor_path} is not the one its record "
                          f"{record_path.name} was written with (its SHA-256 differs): {way_out}")
 
@@ -268,9 +271,9 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
     key = cache_key(config, data, profile, device)
     record_path, tensor_path = result_paths(config, key, profile)
     if mode == "never":
-        there = [path for c in (config, native) if c is not None
-                 if (path := result_paths(c, cache_key(c, data, profile, device), profile)[0])
-                 .exists()]
+        stand_in = ([result_paths(native, cache_key(native, data, profile, device), profile)[0]]
+                    if native is not None else [])
+        there = [path for path in (record_path, *stand_in) if path.exists()]
         if retrain and there:
             raise ValueError(f"retrain=True (--retrain) asks to train {there[0].name} again, "
                              f"and {TRAIN_ENV}=never forbids training: drop one of the two.")
