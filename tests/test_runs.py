@@ -142,10 +142,10 @@ def test_flip_averages_each_image_with_its_mirror_image(tiny_data):
     assert flip_accuracy(result, tiny_data) == pytest.approx(accuracy)
 
 
-def test_flip_accuracy_is_computed_once_per_model_and_data(tiny_data, monkeypatch):
+def test_flip_accuracy_is_stored_once_per_model_and_data(tiny_data, monkeypatch):
     result = run(tiny_config(epochs=1, seed=3), tiny_data, progress=False)
     first = flip_accuracy(result, tiny_data)
-    monkeypatch.setattr(sys.modules["normlab.book.runs"], "evaluate", None)
+    monkeypatch.setattr(sys.modules["normlab.book.parts.main"], "evaluate", None)
     assert flip_accuracy(result, tiny_data) == first          # not evaluated again
     with pytest.raises(TypeError):                            # a model trained again is
         flip_accuracy(replace(result, seconds=result.seconds + 1), tiny_data)

@@ -16,15 +16,16 @@ the book, statistics and tables, figures, probes, and ``reproduce``.
 The core (``normlab``) never imports this layer.
 """
 
-from . import chapters, plots, probes, report, studies, verdicts
+from . import chapters, facts, parts, plots, probes, report, studies, verdicts
 from .cache import benchmark_records
 from .reproduce import part_times, reproduce, results, wall_times, write_index
-from .runs import (Mistake, Result, current_profile, flip_accuracy, load_result, machine_name,
+from .parts.main import flip_accuracy
+from .runs import (Mistake, Result, current_profile, load_result, machine_name,
                    misclassified, prepare_data, run, run_each)
 from .studies import MAIN, STUDY, book_config, main_configs, study_config
 
 __all__ = [
-    "chapters", "plots", "probes", "report", "studies", "verdicts", "benchmark_records",
+    "chapters", "facts", "parts", "plots", "probes", "report", "studies", "verdicts", "benchmark_records",
     "part_times", "reproduce", "results", "wall_times", "write_index",
     "Mistake", "Result", "current_profile", "flip_accuracy", "load_result", "machine_name",
     "misclassified", "prepare_data", "run", "run_each",

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..data import CIFAR10
-from ..train import Pipeline, predict
-from .probes import reestimate_batch_statistics
+from .parts.smallbatch import precise_accuracy
 from ..norms import NORM_LABELS
 from .report import epoch_seconds, glue, median_epoch, provenance
 from .verdicts import against_noise, all_pairs, listing, moves, paired, pairs_beyond, signed, welch
@@ -79,7 +78,7 @@ def repairs_table(repairs: dict[str, list[Result]], data: CIFAR10) -> pd.DataFra
     """Test accuracy (percent) of every run of :func:`normlab.book.studies.small_batch_repairs`
     (method -> results), and for batch norm also with its running statistics re-estimated
     on the training images of ``data`` after training (``"batch norm, precise"``,
-    :func:`normlab.book.probes.reestimate_batch_statistics`). Columns ``method``,
+    :func:`normlab.book.parts.smallbatch.precise_accuracy`). Columns ``method``,
     ``batch size``, ``seed`` and ``test accuracy (%)``."""
     rows = []
     for method, results in repairs.items():
@@ -87,11 +86,8 @@ def repairs_table(repairs: dict[str, list[Result]], data: CIFAR10) -> pd.DataFra
             row = {"batch size": r.config.batch_size, "seed": r.config.seed}
             rows.append({"method": method, **row, "test accuracy (%)": 100 * r.test_accuracy})
             if r.config.norm == "batch":
-                pipeline = Pipeline.for_config(r.config, data)
-                model = reestimate_batch_statistics(r.model(), data.train_images, pipeline)
-                correct = predict(model, data.test_images, pipeline).argmax(dim=1) == data.test_labels
                 rows.append({"method": f"{method}, precise", **row,
-                             "test accuracy (%)": 100 * correct.float().mean().item()})
+                             "test accuracy (%)": 100 * precise_accuracy(r, data)})
     return pd.DataFrame(rows)
 
 

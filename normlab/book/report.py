@@ -16,7 +16,8 @@ import torch
 from ..data import CIFAR10, describe
 from ..norms import NORM_LABELS
 from ..train import Config
-from .runs import Result, flip_accuracy, machine_name
+from .parts.main import flip_accuracy
+from .runs import Result, machine_name
 from .verdicts import Difference, against_noise, pooled_sd
 
 
@@ -137,7 +138,7 @@ def accuracies(results: Sequence[Result], flip_data: CIFAR10 | None = None
     """Final test accuracy (percent) of each result, grouped by norm label
     (:data:`normlab.NORM_LABELS`) in the order of ``results``: the input of
     :mod:`~normlab.book.verdicts`. With ``flip_data``, flip-averaged
-    (:func:`normlab.book.flip_accuracy`)."""
+    (:func:`normlab.book.parts.main.flip_accuracy`)."""
     groups: dict[str, list[float]] = {}
     for r in results:
         accuracy = flip_accuracy(r, flip_data) if flip_data is not None else r.test_accuracy
@@ -184,7 +185,7 @@ def errors_by_batch_size(results: Sequence[Result]) -> dict[str, dict[int, float
 
 def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
     """Test accuracy (percent) per norm, single view and flip-averaged
-    (:func:`normlab.book.flip_accuracy`): mean and standard deviation over the
+    (:func:`normlab.book.parts.main.flip_accuracy`): mean and standard deviation over the
     results (seeds, ``ddof=1``), and the mean gain of flip averaging (points)."""
     table = pd.DataFrame([{"norm": r.config.norm, "single view": 100 * r.test_accuracy,
                            "flip-averaged": 100 * flip_accuracy(r, data)} for r in results])

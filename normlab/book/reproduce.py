@@ -16,6 +16,7 @@ import pandas as pd
 from ..store import atomic_write_json, atomic_write_text
 from ..train import Config, Pipeline
 from .cache import result_paths, results_dir
+from .parts import FACTS
 from .runs import Result, data_for, load_result, resolve_profile, run, run_each
 from .shift import shift_found, shift_path, shift_table
 from .smoothness import probes_path, smoothness, smoothness_found
@@ -142,8 +143,24 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
                                    pool=pool, **sweep)
             if summary.trained:
                 _record_wall_time(profile, part, summary)
+            if part in FACTS:
+                _store_facts(part, configs[part], profile, root, download, summary)
             yield part, summary
     write_index(profile, root=root, download=download)
+
+
+def _store_facts(part: str, configs: list[Config], profile: str, root, download: bool,
+                 summary: Summary) -> None:
+    """Compute and store the facts of ``part`` (:data:`normlab.book.parts.FACTS`) from the
+    results of ``configs`` that are there, on the data they were trained on; where that
+    fails, the error is added to ``summary`` as a failure of the part's first config."""
+    data = data_for(configs, root, download)
+    subset = data[(configs[0].train_subset, configs[0].test_subset)]
+    try:
+        FACTS[part](found(configs, profile, data=data), subset)
+    except Exception as error:   # reported, and the other parts go on
+        summary.failed.append((configs[0], f"its facts: {type(error).__name__}: "
+                                           f"{error}".splitlines()[0]))
 
 
 def _shift_of(config: Config, data, profile: str, retrain: bool) -> None:

@@ -122,7 +122,19 @@ class Result:
         return self.info.get("diverged") is not None
 
     def model(self) -> Net:
-        """The trained network, in evaluation mode, on the CPU."""
+        """The trained network, in evaluation mode, on the CPU.
+
+        Raises:
+            RuntimeError: ``$NORMLAB_TRAIN`` is ``never``: a build from committed results
+                evaluates no model, and reads what it shows of one from stored facts
+                (:mod:`normlab.book.facts`).
+        """
+        if train_mode() == "never":
+            raise RuntimeError(
+                f"The trained {self.config.norm} model {self.info['key']} is evaluated, and "
+                f"{TRAIN_ENV}=never forbids evaluating models: what a chapter shows of a "
+                f"model is a stored fact (normlab.book.facts). Compute the facts "
+                f"(`python -m normlab reproduce`, or unset {TRAIN_ENV}) and commit results/.")
         model = self.config.build_model()
         model.load_state_dict(self.state_dict)
         return model.eval()
@@ -341,28 +353,6 @@ def check_writable(folder: Path) -> None:
         raise ValueError(f"Cannot write results to {folder} ({error}): point "
                          f"NORMLAB_RESULTS at a folder you can write, or mend this one; "
                          f"nothing was trained.") from error
-
-
-#: Flip-averaged accuracies computed in this process, by model (key and training time: a
-#: model trained again has another) and data identity: a chapter asks for the same model's
-#: twice (per seed and in a summary), each a full test pass.
-_FLIP_ACCURACIES: dict[tuple[str, float, str], float] = {}
-
-
-def flip_accuracy(result: Result, data: CIFAR10 | None = None) -> float:
-    """Test accuracy (fraction) of ``result``'s trained model when each test image's class
-    probabilities are averaged with those of its mirror image (test-time augmentation:
-    :func:`normlab.predict` with ``flip=True``), in the config's precision. ``data``
-    defaults to the config's data; it must be the data the model was trained on (its
-    training split gives the input normalization). Computed once per model and data in a
-    process."""
-    data = data if data is not None else prepare_data(result.config)
-    key = (result.info["key"], result.seconds, data.identity)
-    if key not in _FLIP_ACCURACIES:
-        pipeline = Pipeline.for_config(result.config, data)
-        _FLIP_ACCURACIES[key] = evaluate(result.model(), data.test_images, data.test_labels,
-                                         pipeline, flip=True)[1]
-    return _FLIP_ACCURACIES[key]
 
 
 def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
