@@ -13,6 +13,7 @@ import pytest
 import normlab
 import normlab.book
 from normlab.book import load_result, prepare_data, results
+from normlab.book.parts import FACTS
 from normlab.book.reproduce import result_file
 from normlab.book.runs import data_for
 from normlab.data import KNOWN_DATA
@@ -146,6 +147,11 @@ def test_committed_results_cover_every_part_of_the_book(monkeypatch, outer_cache
         data = data_for(configs, DATA, download=False)
         missing += [f"{part}: {path.name}" for r in found if not (path := result_file(
             part, r, data[(r.config.train_subset, r.config.test_subset)], "full")).exists()]
+        if part in FACTS:      # what the chapters show of the models: stored, and current
+            try:
+                FACTS[part](found, data[(configs[0].train_subset, configs[0].test_subset)])
+            except FileNotFoundError as error:
+                missing.append(f"{part}: {error}")
     assert not missing, ("Not committed (run `python -m normlab reproduce` and commit "
                          "results/full/):\n" + "\n".join(missing))
 

@@ -41,7 +41,7 @@ def test_a_fact_is_computed_once_and_then_read(result, tiny_data):
                                                  "test_images": 50}, "full"),)
     record = json.loads(path.read_text())
     assert record["results"] == [result.info["key"]] and record["params"]["k"] == 3
-    assert record["revision"] == facts.revision(__name__)
+    assert record["revision"] == facts.revision(compute)
     facts.stored("demo", compute, [result], tiny_data, {"k": 4})          # other parameters
     facts.stored("demo", compute, [result], tiny_data.subset(None, 40), {"k": 3})  # other data
     assert len(calls) == 3
@@ -50,7 +50,7 @@ def test_a_fact_is_computed_once_and_then_read(result, tiny_data):
 def test_a_fact_of_another_revision_is_computed_again(result, tiny_data, monkeypatch):
     compute, calls = counting()
     facts.stored("demo", compute, [result], tiny_data)
-    monkeypatch.setattr(facts, "revision", lambda module: "another")
+    monkeypatch.setattr(facts, "revision", lambda compute: "another")
     facts.stored("demo", compute, [result], tiny_data)
     assert len(calls) == 2
 
@@ -64,7 +64,7 @@ def test_never_computes_nothing_and_names_the_missing_fact(result, tiny_data, mo
     facts.stored("demo", compute, [result], tiny_data)
     monkeypatch.setenv("NORMLAB_TRAIN", "never")
     assert facts.stored("demo", compute, [result], tiny_data) == compute()   # read, found
-    monkeypatch.setattr(facts, "revision", lambda module: "another")
+    monkeypatch.setattr(facts, "revision", lambda compute: "another")
     with pytest.raises(FileNotFoundError, match="outdated"):
         facts.stored("demo", compute, [result], tiny_data)
     assert len(calls) == 2      # the one stored, and the direct call above

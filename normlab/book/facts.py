@@ -6,7 +6,7 @@ with batch statistics. :func:`stored` returns it from
 ``results_dir()/<profile>/facts/<name>-<key>.json``, or computes it there and writes it
 (atomically). The key is a hash of what determines the value: the results' keys and
 tensor checksums and the fact's parameters; the record also keeps the code's revision
-(:func:`revision`: the source of the module that computes it and of
+(:func:`revision`: the source of the function that computes it and of
 :mod:`normlab.book.probes`), and a fact stored by another revision is computed again.
 
 With ``$NORMLAB_TRAIN=never`` nothing is computed: a missing or outdated fact raises
@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,13 +31,12 @@ from .runs import Result, resolve_profile, train_mode, TRAIN_ENV
 FACTS_FOLDER = "facts"
 
 
-def revision(module: str) -> str:
-    """Hex digest (12 characters) of the source of ``module`` (a module's name) and of
+def revision(compute: Callable) -> str:
+    """Hex digest (12 characters) of the source of the function ``compute`` and of
     :mod:`normlab.book.probes`, which evaluates the models: a change to either may change
-    a fact it computes."""
-    digest = hashlib.sha256()
-    for name in dict.fromkeys((module, probes.__name__)):
-        digest.update(inspect.getsource(sys.modules[name]).encode())
+    the fact it computes (a change elsewhere in ``compute``'s module does not)."""
+    digest = hashlib.sha256(inspect.getsource(compute).encode())
+    digest.update(inspect.getsource(probes).encode())
     return digest.hexdigest()[:12]
 
 
@@ -57,7 +55,7 @@ def stored(name: str, compute: Callable[[], object], results: Sequence[Result],
     """The fact ``name``: ``compute()`` of ``results`` on ``data`` (its identity and test
     split's size are keyed) with ``params`` (a JSON-able dict),
     read from :func:`fact_path` where it was stored by this revision of the code that
-    computes it (:func:`revision` of ``compute``'s module), else computed and stored.
+    computes it (:func:`revision` of ``compute``), else computed and stored.
     ``profile`` defaults to the current one. Returns the JSON value (dict keys are strings).
 
     Raises:
@@ -69,7 +67,7 @@ def stored(name: str, compute: Callable[[], object], results: Sequence[Result],
     params = json.loads(json.dumps({**(params or {}), "data": data.identity,
                                     "test_images": len(data.test_labels)}))
     path = fact_path(name, results, params, profile)
-    code = revision(compute.__module__)
+    code = revision(compute)
     if path.exists():
         try:
             record = json.loads(path.read_text())
