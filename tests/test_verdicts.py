@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from normlab.book.verdicts import (Difference, against_noise, all_pairs, listing, moves, paired,
+                                   paired_sentence,
                                    pairs_beyond, pooled_sd, signed, small_batch_cost, standing,
                                    times, welch)
 
@@ -179,3 +180,15 @@ def test_small_batch_cost_holds_only_when_batch_norm_rises_beyond_the_noise_and_
 def test_signed_differences_never_read_minus_zero():
     assert [signed(x) for x in (1.24, -0.26, -0.04, 0.04, 0.0)] == ["+1.2", "-0.3", "0.0", "0.0", "0.0"]
     assert signed(-0.004, 2) == "0.00" and signed(0.126, 2) == "+0.13"
+
+
+def test_a_paired_sentence_says_when_the_runs_leave_no_noise_to_judge_by():
+    assert paired_sentence([10.0, 12.0], [10.0, 12.0], "BatchNorm flip-averaged", "single view") == (
+        "BatchNorm flip-averaged is level with single view in each of the 2 runs: no noise to "
+        "judge it by.")
+    assert paired_sentence([1.5, 2.5, 3.5], [1.0, 2.0, 3.0]).startswith(
+        "A is 0.50 points above b in each of the 3 runs")
+    varied = ([84.1, 84.5, 84.2], [83.9, 84.0, 84.1])
+    assert paired_sentence(*varied) == paired(*varied).sentence()
+    with pytest.raises(ValueError, match="one b per a"):
+        paired_sentence([1.0, 2.0, 3.0], [1.0, 2.0])

@@ -18,11 +18,11 @@ The core (``normlab``) never imports this layer.
 
 from . import chapters, facts, parts, plots, probes, report, studies, verdicts
 from .cache import benchmark_records
-from .reproduce import part_times, reproduce, results, wall_times, write_index
+from .reproduce import part_times, reproduce, wall_times, write_index
 from .parts.main import flip_accuracy
 from .runs import (Mistake, Result, current_profile, load_result, machine_name,
                    misclassified, prepare_data, run, run_each)
-from .studies import MAIN, STUDY, book_config, main_configs, study_config
+from .studies import MAIN, STUDY, book_config, main_configs, results, study_config
 
 __all__ = [
     "chapters", "facts", "parts", "plots", "probes", "report", "studies", "verdicts", "benchmark_records",

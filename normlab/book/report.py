@@ -7,7 +7,7 @@ Every number the book prints in its text is glued from these functions (myst-nb'
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,6 @@ import torch
 from ..data import CIFAR10, describe
 from ..norms import NORM_LABELS
 from ..train import Config
-from .parts.main import flip_accuracy
 from .runs import Result, machine_name
 from .verdicts import Difference, against_noise, pooled_sd
 
@@ -32,6 +31,22 @@ def glue(name: str, value, display: bool = False) -> None:
             show(value)
         return
     myst_glue(name, value, display=display)
+
+
+@dataclass(frozen=True)
+class ChapterFacts:
+    """What a chapter shows, as its part's analysis computes it: ``values``, every value its
+    prose quotes (glue name -> text); ``tables``, by name, in the order shown; ``inputs``,
+    what its figures and visible cells are drawn from (results, data, effects)."""
+
+    values: dict[str, str]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    inputs: dict[str, object] = field(default_factory=dict)
+
+    def glue(self) -> None:
+        """:func:`glue` every one of :attr:`values` under its name."""
+        for name, value in self.values.items():
+            glue(name, value)
 
 
 def provenance(results: Sequence[Result]) -> str:
@@ -133,16 +148,13 @@ def seed_summary(results: Sequence[Result]) -> pd.DataFrame:
     return summary
 
 
-def accuracies(results: Sequence[Result], flip_data: CIFAR10 | None = None
-               ) -> dict[str, list[float]]:
+def accuracies(results: Sequence[Result]) -> dict[str, list[float]]:
     """Final test accuracy (percent) of each result, grouped by norm label
     (:data:`normlab.NORM_LABELS`) in the order of ``results``: the input of
-    :mod:`~normlab.book.verdicts`. With ``flip_data``, flip-averaged
-    (:func:`normlab.book.parts.main.flip_accuracy`)."""
+    :mod:`~normlab.book.verdicts`."""
     groups: dict[str, list[float]] = {}
     for r in results:
-        accuracy = flip_accuracy(r, flip_data) if flip_data is not None else r.test_accuracy
-        groups.setdefault(NORM_LABELS[r.config.norm], []).append(100 * accuracy)
+        groups.setdefault(NORM_LABELS[r.config.norm], []).append(100 * r.test_accuracy)
     return groups
 
 
@@ -181,17 +193,6 @@ def errors_by_batch_size(results: Sequence[Result]) -> dict[str, dict[int, float
     :func:`normlab.book.verdicts.small_batch_cost`."""
     error = 100 - accuracy_by(results, "batch_size")
     return {norm: row.to_dict() for norm, row in error.iterrows()}
-
-
-def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
-    """Test accuracy (percent) per norm, single view and flip-averaged
-    (:func:`normlab.book.parts.main.flip_accuracy`): mean and standard deviation over the
-    results (seeds, ``ddof=1``), and the mean gain of flip averaging (points)."""
-    table = pd.DataFrame([{"norm": r.config.norm, "single view": 100 * r.test_accuracy,
-                           "flip-averaged": 100 * flip_accuracy(r, data)} for r in results])
-    table["gain"] = table["flip-averaged"] - table["single view"]
-    summary = table.groupby("norm", sort=False).agg(["mean", "std"]).round(2)
-    return summary.drop(columns=[("gain", "std")])
 
 
 def against_published(results: Sequence[Result], published: dict[str, float]) -> pd.DataFrame:

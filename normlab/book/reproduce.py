@@ -1,5 +1,5 @@
-"""Every part of the book, trained or found: :func:`results`, :func:`reproduce`, and the
-index of what ``results/`` holds (:func:`write_index`)."""
+"""Every part of the book trained or found, and its facts stored: :func:`reproduce`, and
+the index of what ``results/`` holds (:func:`write_index`)."""
 
 from __future__ import annotations
 
@@ -17,35 +17,15 @@ from ..store import atomic_write_json, atomic_write_text
 from ..train import Config, Pipeline
 from .cache import result_paths, results_dir
 from .parts import FACTS
-from .runs import Result, data_for, load_result, resolve_profile, run, run_each
+from .runs import Result, data_for, load_result, resolve_profile, run
 from .shift import shift_found, shift_path, shift_table
 from .smoothness import probes_path, smoothness, smoothness_found
-from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts
+from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts, results
 from .sweep import Summary, WorkerPool, default_workers, run_many
 
 INDEX_NAME = "index.csv"
 #: Wall time of each part's last reproduction (written by :func:`reproduce`).
 WALL_TIMES_NAME = "reproduce-times.json"
-
-
-def results(part: str, profile: str | None = None, *, seeds: tuple[int, ...] = BOOK_SEEDS,
-            root=None, download: bool = True, device: str = "auto", retrain: bool = False,
-            progress: bool = False, data: dict | None = None) -> list[Result]:
-    """The results of one part of the book (:func:`normlab.book.studies.book_parts` with
-    ``seeds``), in the part's order, repeats included; trained where not found
-    (:func:`run`, on ``device``, with data from ``root``, or from ``data``, already loaded
-    by subset: :func:`normlab.book.runs.data_for`).
-
-    Raises:
-        ValueError: an unknown part; the message lists the parts.
-    """
-    profile = resolve_profile(profile)
-    parts = book_parts(profile, seeds)
-    if part not in parts:
-        raise ValueError(f"Unknown value {part!r} for argument part. "
-                         f"Valid values are {', '.join(parts)}.")
-    return run_each(parts[part], profile=profile, device=device, progress=progress,
-                    retrain=retrain, root=root, download=download, data=data)
 
 
 def _unique(results_: list[Result]) -> list[Result]:

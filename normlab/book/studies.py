@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..train import Config
-from .runs import resolve_profile
+from .runs import Result, resolve_profile, run_each
 
 #: The book's recipe.
 MAIN = Config()
@@ -223,3 +223,23 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS,
         "smoothness": [study_config(norm, profile=profile) for norm in WHY_NORMS],
         "shift": [c for c in main_models if c.seed in SHIFT_SEEDS],
     }
+
+
+def results(part: str, profile: str | None = None, *, seeds: tuple[int, ...] = BOOK_SEEDS,
+            root=None, download: bool = True, device: str = "auto", retrain: bool = False,
+            progress: bool = False, data: dict | None = None) -> list[Result]:
+    """The results of one part of the book (:func:`normlab.book.studies.book_parts` with
+    ``seeds``), in the part's order, repeats included; trained where not found
+    (:func:`run`, on ``device``, with data from ``root``, or from ``data``, already loaded
+    by subset: :func:`normlab.book.runs.data_for`).
+
+    Raises:
+        ValueError: an unknown part; the message lists the parts.
+    """
+    profile = resolve_profile(profile)
+    parts = book_parts(profile, seeds)
+    if part not in parts:
+        raise ValueError(f"Unknown value {part!r} for argument part. "
+                         f"Valid values are {', '.join(parts)}.")
+    return run_each(parts[part], profile=profile, device=device, progress=progress,
+                    retrain=retrain, root=root, download=download, data=data)

@@ -75,10 +75,7 @@ class Difference:
 
     def amount(self) -> str:
         """``"0.49 points above"``, ``"0.49 points below"`` or ``"level with"``."""
-        if round(self.difference, 2) == 0:
-            return "level with"
-        side = "above" if self.difference > 0 else "below"
-        return f"{abs(self.difference):.2f} points {side}"
+        return _amount(self.difference)
 
     def verdict(self) -> str:
         """``"beyond the noise"`` or ``"within the noise"``."""
@@ -93,6 +90,13 @@ class Difference:
     def short(self) -> str:
         """``"BatchNorm vs GroupNorm (+0.49 points, p = 0.004)"``."""
         return f"{self.a} vs {self.b} ({self.difference:+.2f} points, {_p(self.p_value)})"
+
+
+def _amount(difference: float) -> str:
+    """``"0.49 points above"``, ``"0.49 points below"`` or ``"level with"``."""
+    if round(difference, 2) == 0:
+        return "level with"
+    return f"{abs(difference):.2f} points {'above' if difference > 0 else 'below'}"
 
 
 def _p(p: float) -> str:
@@ -152,6 +156,24 @@ def paired(a: Sequence[float], b: Sequence[float], a_name: str = "a",
     interval = result.confidence_interval(CONFIDENCE)
     return Difference(a_name, b_name, (a - b).mean(), interval.low, interval.high,
                       result.pvalue, "paired t test")
+
+
+def paired_sentence(a: Sequence[float], b: Sequence[float], a_name: str = "a",
+                    b_name: str = "b") -> str:
+    """The sentence of :func:`paired` (:meth:`Difference.sentence`); where ``a - b`` is the
+    same in every pair, which leaves no noise to judge by, a sentence that gives the
+    difference and says so, without a verdict ("BatchNorm flip-averaged is level with
+    single view in each of the 3 runs: no noise to judge it by.").
+
+    Raises:
+        ValueError: as :func:`paired`, but for the same ``a - b`` in all pairs.
+    """
+    a_, b_ = _values(a, a_name, 2), _values(b, b_name, 2)
+    if len(a_) == len(b_) and np.ptp(a_ - b_) == 0:
+        sentence = (f"{a_name} is {_amount((a_ - b_)[0])} {b_name} in each of the {len(a_)} "
+                    f"runs: no noise to judge it by.")
+        return sentence[0].upper() + sentence[1:]
+    return paired(a, b, a_name, b_name).sentence()
 
 
 def pooled_sd(groups: Iterable[Sequence[float]]) -> tuple[float, int]:

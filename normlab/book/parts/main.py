@@ -18,11 +18,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...data import CIFAR10
+from ...data import CIFAR10, describe
+from ...norms import NORM_LABELS
 from ...train import Pipeline, evaluate
 from .. import probes
 from ..facts import stored
-from ..runs import Result
+from ..report import (ChapterFacts, accuracies, accuracy_table, against_published, by_norm,
+                      per_class_accuracy, provenance, seed_summary, shared_mistakes, wrong_sets)
+from ..runs import Result, prepare_data
+from ..studies import PUBLISHED_BEST, PUBLISHED_SOURCE, results
+from ..verdicts import all_pairs, paired_sentence, pairs_beyond, signed
 
 #: Test images the activation statistics are taken over (one batch).
 PROBE_IMAGES = 512
@@ -140,3 +145,106 @@ def facts(results: Sequence[Result], data: CIFAR10) -> None:
         if r.config.norm == "batch":
             batch_statistics(r, data)
             c1_modes(r, data)
+
+
+def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
+    """Test accuracy (percent) per norm, single view and flip-averaged
+    (:func:`flip_accuracy`): mean and standard deviation over the results (seeds,
+    ``ddof=1``), and the mean gain of flip averaging (points)."""
+    table = pd.DataFrame([{"norm": r.config.norm, "single view": 100 * r.test_accuracy,
+                           "flip-averaged": 100 * flip_accuracy(r, data)} for r in results])
+    table["gain"] = table["flip-averaged"] - table["single view"]
+    summary = table.groupby("norm", sort=False).agg(["mean", "std"]).round(2)
+    return summary.drop(columns=[("gain", "std")])
+
+
+def flip_accuracies(results: Sequence[Result], data: CIFAR10) -> dict[str, list[float]]:
+    """:func:`normlab.book.report.accuracies` of ``results``, flip-averaged
+    (:func:`flip_accuracy`, percent)."""
+    groups: dict[str, list[float]] = {}
+    for r in results:
+        groups.setdefault(NORM_LABELS[r.config.norm], []).append(100 * flip_accuracy(r, data))
+    return groups
+
+
+def published_sentence(margins: pd.Series, what: str, separator: str, lies: str) -> str:
+    """Whether every seed beats the best published figure for its norm (``what``), from the
+    ``margins`` (lowest seed minus published, points, per norm), as one sentence."""
+    if (margins > 0).all():
+        return (f"Every seed of every model beats the best published {what} for its norm"
+                f"{separator} the {lies} seed lies {margins.min():.1f} to {margins.max():.1f} "
+                f"points above it.")
+    return (f"Not every seed beats the best published {what} for its norm{separator} the "
+            f"{lies} seed lies {signed(margins.min())} to {signed(margins.max())} points from it.")
+
+
+def comparison(profile: str | None = None) -> ChapterFacts:
+    """What the comparison chapter shows of the main models: seed 0's accuracies, the
+    summary over seeds and its verdicts, flip averaging, the published figures, per-class
+    accuracy, shared mistakes, and the inputs of its figures (``runs``, ``seed0``: seed 0's
+    result per norm, ``data``, ``spread``: shared mistakes across the test split)."""
+    runs = results("main", profile)                 # the three norms, once per seed
+    seed0 = by_norm(runs, seed=0)
+    data = prepare_data(runs[0].config)
+    values = {}
+    table = accuracy_table(seed0.values()).set_index("norm")[["train accuracy (%)",
+                                                               "test accuracy (%)"]]
+    values["best"] = NORM_LABELS[table["test accuracy (%)"].idxmax()]
+    values["gap"] = f"{table['test accuracy (%)'].max() - table['test accuracy (%)'].min():.1f}"
+    values["provenance"] = provenance(runs)
+    summary = seed_summary(runs)
+    test = summary["test accuracy (%)"]
+    for norm in seed0:
+        values[f"{norm}_seeds"] = f"{test.loc[norm, 'mean']:.2f} ± {test.loc[norm, 'std']:.2f}%"
+    values["seed_count"] = str(summary[("runs", "")].iloc[0])
+    pairs = all_pairs(accuracies(runs))
+    values["beyond_noise"] = pairs_beyond(pairs, empty="no pair of norms")
+    values["pair_sentences"] = " ".join(d.sentence() for d in pairs)
+    flip = flip_summary(runs, data)
+    flipped, single = flip_accuracies(runs, data), accuracies(runs)
+    values["flip_gains"] = " ".join(
+        paired_sentence(flipped[label], single[label], f"{label} flip-averaged", "single view")
+        for label in single)
+    values["flip_beyond"] = pairs_beyond(all_pairs(flipped), empty="no pair of norms")
+    against = against_published(runs, PUBLISHED_BEST)
+    against["flip-averaged mean (%)"] = flip[("flip-averaged", "mean")]
+    values["published_best"] = ", ".join(f"{NORM_LABELS[norm]} {accuracy}%"
+                                         for norm, accuracy in PUBLISHED_BEST.items())
+    values["published_source"] = PUBLISHED_SOURCE
+    values["published_sentence"] = published_sentence(
+        against["lowest seed - published (points)"], "figure", ":", "lowest")
+    values["data_form"] = describe(data.identity)
+    per_class = per_class_accuracy(seed0.values(), data.classes)
+    values["hardest"] = ", ".join(f"{NORM_LABELS[n]}: {c}" for n, c in per_class.idxmin().items())
+    shared = shared_mistakes(seed0.values())
+    common = sorted(set.intersection(*wrong_sets(seed0.values()).values()))
+    values["n_common"] = f"{shared.loc['all of them', 'wrong test images']:,}"
+    values["n_independent"] = f"{shared.loc['all, if independent', 'wrong test images']:,}"
+    spread = common[:: max(1, len(common) // 10)][:10]  # across the test split, sorted by class
+    return ChapterFacts(values, {"accuracy": table, "seeds": summary, "flip": flip,
+                                 "published": against, "per class": per_class,
+                                 "shared": shared},
+                        {"runs": runs, "seed0": list(seed0.values()), "data": data,
+                         "spread": spread})
+
+
+def activations(profile: str | None = None) -> ChapterFacts:
+    """What the activations chapter shows of seed 0's main models: the shift gap per norm,
+    the spread over images of the per-image std after each layer, and the inputs of its
+    figures (``stats``: :func:`activation_statistics` by ``over`` and norm)."""
+    seed0 = by_norm(results("main", profile), seed=0)
+    data = prepare_data(seed0["batch"].config)
+    stats = {over: {norm: activation_statistics(r, data, over) for norm, r in seed0.items()}
+             for over in ("channel", "sample")}
+    values = {"n_probe": f"{PROBE_IMAGES:,}", "provenance": provenance(seed0.values())}
+    gaps = pd.Series({NORM_LABELS[n]: shift_gap(r, data) for n, r in seed0.items()},
+                     name="median |channel mean after - beta_c|")
+    values |= {f"gap_{norm}": f"{gap:.3f}" for norm, gap in gaps.items()}
+    before = stats["channel"]["batch"].query("where == 'before'")
+    values["min_mean_before"] = f"{before['mean'].min():.2f}"
+    spread = pd.concat({NORM_LABELS[n]: t[t["where"] == "after"].groupby("layer", sort=False)["std"].std()
+                        for n, t in stats["sample"].items()}, axis=1).T
+    values |= {f"smpl_{norm}": f"{row.mean():.3f}" for norm, row in spread.iterrows()}
+    spread.columns.name = "std over images of the per-image std, after the layer"
+    return ChapterFacts(values, {"gaps": gaps.round(3).to_frame(), "sample spread": spread.round(3)},
+                        {"stats": stats})
