@@ -5,7 +5,7 @@ import pytest
 
 from normlab import Config, Pipeline, predict
 from normlab.book import run
-from normlab.book.chapters import repairs_table
+from normlab.book.parts.smallbatch import repairs_table
 from normlab.book.probes import reestimate_batch_statistics
 from normlab.book.plots import (plot_against, plot_confusion, plot_curves, plot_effects,
                                 plot_predictions, plot_seed_accuracies, plot_shift)
@@ -127,7 +127,7 @@ def test_repairs_table_adds_precise_batch_norm(tiny_data):
 
 def test_shift_figure_has_a_panel_per_shift_and_dashes_for_adapted(runs, tiny_data):
     from normlab import Pipeline
-    from normlab.book.shift import SHIFTS, shift_table
+    from normlab.book.parts.shift import SHIFTS, shift_table
 
     table = shift_table([runs[0], runs[2]], tiny_data.test_images, tiny_data.test_labels,
                         Pipeline.for_config(runs[0].config, tiny_data))
@@ -138,7 +138,7 @@ def test_shift_figure_has_a_panel_per_shift_and_dashes_for_adapted(runs, tiny_da
 
 
 def test_lr_tolerance_and_lead_read_as_sentences(tiny_data):
-    from normlab.book.chapters import lead_by, lr_tolerance_table
+    from normlab.book.parts.why import lead_by, lr_tolerance_table
 
     results = [run(tiny(norm="none", lr=lr, label_smoothing=0.0), tiny_data, progress=False)
                for lr in (0.02, 0.05, 1e6)]
@@ -162,7 +162,7 @@ def test_book_pace_is_the_least_disturbed_main_run_on_the_first_found_runs_machi
         runs, monkeypatch):
     import copy
 
-    from normlab.book import chapters
+    from normlab.book.parts import main
     from normlab.book.runs import machine_name
 
     def timed(seconds, processor):
@@ -175,11 +175,11 @@ def test_book_pace_is_the_least_disturbed_main_run_on_the_first_found_runs_machi
     # seed 0 ran on A, slowed by other work; seed 3 ran on B, faster; seed 2 is missing
     found = {0: timed([90.0, 100.0, 300.0], "A"), 1: timed([40.0, 40.0, 45.0], "A"), 2: None,
              3: timed([10.0] * 3, "B"), 4: timed([60.0] * 3, "A")}
-    monkeypatch.setattr(chapters, "load_result",
+    monkeypatch.setattr(main, "load_result",
                         lambda config, data: found[config.seed] if config.norm == "group" else None)
-    monkeypatch.setattr(chapters, "run", None)   # looked up, never trained
-    assert chapters.book_pace("group", None) == (machine_name(found[0].info), 40.0, 3)
-    assert chapters.book_pace("layer", None) is None
+    monkeypatch.setattr(main, "run", None)   # looked up, never trained
+    assert main.book_pace("group", None) == (machine_name(found[0].info), 40.0, 3)
+    assert main.book_pace("layer", None) is None
 
 
 def test_epoch_seconds_takes_each_norms_least_disturbed_run(runs):

@@ -10,10 +10,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from normlab import Config, Pipeline
 from normlab.book import run
-from normlab.book.chapters import shift_drops, shift_summary
+from normlab.book.parts.shift import shift_drops, shift_summary
 from normlab.book.cache import results_dir
 from normlab.book.reproduce import reproduce
-from normlab.book.shift import SEVERITIES, SHIFTS, shift, shift_path, shift_table
+from normlab.book.parts.shift import SEVERITIES, SHIFTS, shift, shift_path, shift_table
 
 
 def test_every_shift_keeps_shape_and_dtype_and_grows_with_severity(tiny_data):
@@ -100,7 +100,7 @@ def test_shift_table_adapts_batch_norm_only(tiny_data, monkeypatch):
     assert summary["per_image"].startswith("under gaussian noise, ")
     # each model's rows are kept beside it, and found again without testing anything
     assert all(shift_path(r).exists() for r in results)
-    monkeypatch.setattr(sys.modules["normlab.book.shift"], "shifted_accuracy", None)
+    monkeypatch.setattr(sys.modules["normlab.book.parts.shift"], "shifted_accuracy", None)
     assert shift_table(results, tiny_data.test_images, tiny_data.test_labels, pipeline).equals(table)
     with pytest.raises(TypeError):                         # retrain: computed again
         shift_table(results[:1], tiny_data.test_images, tiny_data.test_labels, pipeline,

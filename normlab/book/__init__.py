@@ -9,14 +9,15 @@ the book, statistics and tables, figures, probes, and ``reproduce``.
 - :mod:`~normlab.book.reproduce`: :func:`results` of a part, :func:`reproduce`, the index;
 - :mod:`~normlab.book.report`: tables and ``glue``; :mod:`~normlab.book.verdicts`: every
   "beyond the noise" as a test (scipy.stats) and a sentence; :mod:`~normlab.book.plots`: figures;
-  :mod:`~normlab.book.probes`: hooks on trained models; :mod:`~normlab.book.chapters`:
-  what a chapter computes beyond a line or two;
+  :mod:`~normlab.book.probes`: hooks on trained models; :mod:`~normlab.book.facts`:
+  what a chapter shows of a model, stored; :mod:`~normlab.book.parts`: each part's
+  analysis, what its chapter shows;
 - :mod:`~normlab.book.cli`: ``python -m normlab``.
 
 The core (``normlab``) never imports this layer.
 """
 
-from . import chapters, facts, parts, plots, probes, report, studies, verdicts
+from . import facts, parts, plots, probes, report, studies, verdicts
 from .cache import benchmark_records
 from .reproduce import part_times, reproduce, wall_times, write_index
 from .parts.main import flip_accuracy
@@ -25,7 +26,7 @@ from .runs import (Mistake, Result, current_profile, load_result, machine_name,
 from .studies import MAIN, STUDY, book_config, main_configs, results, study_config
 
 __all__ = [
-    "chapters", "facts", "parts", "plots", "probes", "report", "studies", "verdicts", "benchmark_records",
+    "facts", "parts", "plots", "probes", "report", "studies", "verdicts", "benchmark_records",
     "part_times", "reproduce", "results", "wall_times", "write_index",
     "Mistake", "Result", "current_profile", "flip_accuracy", "load_result", "machine_name",
     "misclassified", "prepare_data", "run", "run_each",

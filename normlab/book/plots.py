@@ -368,7 +368,7 @@ def plot_against(results: Sequence[Result], field: str, xlabel: str, log: bool =
 
 
 def plot_shift(table: pd.DataFrame):
-    """Test accuracy (percent) under each shift of :func:`normlab.book.shift.shift_table`
+    """Test accuracy (percent) under each shift of :func:`normlab.book.parts.shift.shift_table`
     against its severity (0: the clean images), one panel per shift, one line per norm
     (mean over seeds), batch norm with re-estimated statistics dashed."""
     shifts = [s for s in table["shift"].unique() if s != "clean"]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import CIFAR10, describe
+from ..data import describe
 from ..norms import NORM_LABELS
 from ..train import Config
 from .runs import Result, machine_name

@@ -18,7 +18,7 @@ from ..train import Config, Pipeline
 from .cache import result_paths, results_dir
 from .parts import FACTS
 from .runs import Result, data_for, load_result, resolve_profile, run
-from .shift import shift_found, shift_path, shift_table
+from .parts.shift import shift_found, shift_path, shift_table
 from .smoothness import probes_path, smoothness, smoothness_found
 from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts, results
 from .sweep import Summary, WorkerPool, default_workers, run_many
@@ -144,7 +144,7 @@ def _store_facts(part: str, configs: list[Config], profile: str, root, download:
 
 
 def _shift_of(config: Config, data, profile: str, retrain: bool) -> None:
-    """The shift table of ``config``'s model (:func:`normlab.book.shift.shift_table`), with
+    """The shift table of ``config``'s model (:func:`normlab.book.parts.shift.shift_table`), with
     ``retrain`` computed again (the model is the main part's, trained where missing)."""
     shift_table([run(config, data, profile=profile, exact_precision=True)], data.test_images,
                 data.test_labels, Pipeline.for_config(config, data), profile, retrain=retrain)

@@ -209,7 +209,7 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS,
     (:func:`budgets`), ``smallbatch`` (:func:`small_batch_repairs`) and ``smoothness``
     (:data:`WHY_NORMS` in the study setting, trained again with the smoothness probe of
     :mod:`normlab.book.smoothness`; their plain runs are in ``lr``) and ``shift`` (the main
-    models of :data:`SHIFT_SEEDS`, tested under :mod:`normlab.book.shift`). ``main``
+    models of :data:`SHIFT_SEEDS`, tested under :mod:`normlab.book.parts.shift`). ``main``
     changes fields of the main models, for both parts that use them."""
     main_models = main_configs(profile, seeds, **(main or {}))
     return {

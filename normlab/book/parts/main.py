@@ -24,9 +24,10 @@ from ...train import Pipeline, evaluate
 from .. import probes
 from ..facts import stored
 from ..report import (ChapterFacts, accuracies, accuracy_table, against_published, by_norm,
-                      per_class_accuracy, provenance, seed_summary, shared_mistakes, wrong_sets)
-from ..runs import Result, prepare_data
-from ..studies import PUBLISHED_BEST, PUBLISHED_SOURCE, results
+                      epoch_seconds, glue, median_epoch, per_class_accuracy, provenance,
+                      seed_summary, shared_mistakes, wrong_sets)
+from ..runs import Result, load_result, machine_name, prepare_data, run
+from ..studies import PUBLISHED_BEST, PUBLISHED_SOURCE, book_config, main_configs, results
 from ..verdicts import all_pairs, paired_sentence, pairs_beyond, signed
 
 #: Test images the activation statistics are taken over (one batch).
@@ -248,3 +249,64 @@ def activations(profile: str | None = None) -> ChapterFacts:
     spread.columns.name = "std over images of the per-image std, after the layer"
     return ChapterFacts(values, {"gaps": gaps.round(3).to_frame(), "sample spread": spread.round(3)},
                         {"stats": stats})
+
+
+def norm_chapter(norm: str, retrain: bool = False) -> Result:
+    """The book's model for ``norm`` (seed 0), found in the results or, with ``retrain``,
+    trained here, with the numbers its chapter quotes glued: ``train_acc`` and ``test_acc``
+    (percent), ``epochs``, ``batch_size``, ``values`` (the N x H x W values per channel
+    that batch norm averages over in C1), ``params``, ``warmup_percent``,
+    ``label_smoothing``, ``smoothed_true`` and ``smoothed_other`` (the recipe's OneCycle
+    warm-up and label-smoothing targets), ``groups``, ``width_range`` and
+    ``group_channels`` (group norm's G, the layers' channels and the channels per group),
+    ``epoch_s`` (the median seconds of this run's epochs), ``machine``, ``fastest_epoch_s``,
+    ``timed_runs`` and ``train_minutes`` (:func:`book_pace`, as found before any retraining:
+    where the book's runs ran, their least disturbed epoch, how many, and a run's length at
+    that pace), and ``provenance`` (:func:`normlab.book.report.provenance`)."""
+    config = book_config(norm)
+    data = prepare_data(config)
+    pace = book_pace(norm, data)        # the book's runs, before a retraining replaces one
+    result = run(config, data, retrain=retrain)
+    machine, fastest, timed = pace or book_pace(norm, data)
+    glue("train_acc", f"{100 * result.train_accuracy:.1f}%")
+    glue("test_acc", f"{100 * result.test_accuracy:.1f}%")
+    glue("epochs", str(config.epochs))
+    glue("batch_size", str(config.batch_size))
+    glue("values", f"{config.batch_size * 32 * 32:,}")  # N x H x W of C1
+    glue("params", f"{result.parameters:,}")
+    glue("warmup_percent", f"{config.pct_start:.0%}")
+    glue("label_smoothing", f"{config.label_smoothing:g}")
+    classes = len(data.classes)
+    glue("smoothed_true", f"{1 - config.label_smoothing + config.label_smoothing / classes:.2f}")
+    glue("smoothed_other", f"{config.label_smoothing / classes:.2f}")
+    glue("groups", str(config.groups))
+    glue("width_range", f"{min(config.widths)} to {max(config.widths)}")
+    glue("group_channels", f"{min(config.widths) // config.groups} to "
+                           f"{max(config.widths) // config.groups}")
+    glue("epoch_s", f"{median_epoch(result):.0f} s")
+    glue("machine", machine)
+    glue("fastest_epoch_s", f"{fastest:.0f} s")
+    glue("timed_runs", f"{timed} main run{'s' * (timed != 1)}")
+    glue("train_minutes", f"{config.epochs * fastest / 60:.0f} minutes")
+    glue("provenance", provenance([result]))
+    return result
+
+
+def book_pace(norm: str, data: CIFAR10) -> tuple[str, float, int] | None:
+    """Where the book's main runs of ``norm`` ran (:func:`normlab.book.runs.machine_name` of
+    the first found, seed 0's where it is), the seconds per epoch of the least disturbed of
+    those that ran there (:func:`normlab.book.report.epoch_seconds`: on a shared machine
+    other work slows some runs) and how many did; None where none is found. Results are
+    only looked up, never trained."""
+    found = [r for c in main_configs() if c.norm == norm
+             if (r := load_result(c, data)) is not None]
+    if not found:
+        return None
+    machine = machine_name(found[0].info)
+    timed = [r for r in found if machine_name(r.info) == machine]
+    return machine, float(epoch_seconds(timed)["seconds per epoch"].iloc[0]), len(timed)
+
+
+def history_table(result: Result) -> pd.DataFrame:
+    """The per-epoch metrics of ``result``, one row per epoch (rounded to 4 digits)."""
+    return pd.DataFrame(result.history.rows()).set_index("epoch").round(4)

@@ -23,11 +23,15 @@ import torch
 from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from ..store import atomic_write_json
-from ..train import Pipeline, predict
-from .cache import results_dir
-from .probes import reestimate_batch_statistics
-from .runs import Result, resolve_profile
+from ...norms import NORM_LABELS
+from ...store import atomic_write_json
+from ...train import Pipeline, predict
+from ..cache import results_dir
+from ..probes import reestimate_batch_statistics
+from ..report import ChapterFacts, provenance
+from ..runs import Result, prepare_data, resolve_profile
+from ..studies import SHIFT_SEEDS, results
+from ..verdicts import all_pairs, listing, moves, paired, pairs_beyond, welch
 
 #: The three severities of each shift, mildest first, in the units of its parameter.
 SEVERITIES = {
@@ -138,3 +142,76 @@ def shift_table(results: list[Result], images: torch.Tensor, labels: torch.Tenso
                            "rows": rows}, shift_path(r, profile))
     return pd.DataFrame([row for r in results
                          for row in json.loads(shift_path(r, profile).read_text())["rows"]])
+
+
+def shift_drops(table: pd.DataFrame) -> pd.DataFrame:
+    """From :func:`normlab.book.parts.shift.shift_table`: each model's drop of test accuracy
+    (points) from its clean accuracy with running statistics, under each shift, averaged
+    over the three severities. Columns ``norm``, ``seed``, ``adapted``, ``shift``,
+    ``drop``."""
+    clean = table[table["shift"] == "clean"].set_index(["norm", "seed", "adapted"])["accuracy"]
+    shifted = table[table["shift"] != "clean"]
+    drops = shifted.assign(drop=[clean[(n, s, False)] - a for n, s, a in
+                                 zip(shifted["norm"], shifted["seed"], shifted["accuracy"])])
+    return (drops.groupby(["norm", "seed", "adapted", "shift"], sort=False)["drop"].mean()
+            .reset_index())
+
+
+def shift_summary(table: pd.DataFrame) -> dict[str, str]:
+    """From :func:`normlab.book.parts.shift.shift_table` (at least two seeds per norm), as
+    sentences: ``drops``, each norm's mean drop over every shift and severity;
+    ``differences``, for each shift, the pairs of norms whose drops differ beyond the noise
+    (Welch's t test over the seeds); ``adaptation``, what re-estimating batch norm's
+    statistics on the shifted images does to its accuracy under each shift (paired t test
+    over the seeds); ``per_image``, for each shift, the other norms whose drops differ
+    beyond the noise from re-estimated batch norm's (Welch; positive: the other norm drops
+    more). The last two say so where no batch-norm model was re-estimated, and
+    ``per_image`` where no other norm was tested or, per shift, batch norm was not."""
+    drops = shift_drops(table)
+    plain = drops[~drops["adapted"]]
+    overall = plain.groupby("norm", sort=False)["drop"].mean()
+    sentences = {"drops": listing([f"{NORM_LABELS[n]} {d:.1f} points" for n, d in overall.items()])}
+    per_shift = []
+    for name, rows in plain.groupby("shift", sort=False):
+        groups = {NORM_LABELS[n]: list(r["drop"]) for n, r in rows.groupby("norm", sort=False)}
+        per_shift.append(f"under {name}, {pairs_beyond(all_pairs(groups), 'no pair')}")
+    sentences["differences"] = "; ".join(per_shift)
+    batch = drops[drops["norm"] == "batch"].pivot(index=["shift", "seed"], columns="adapted",
+                                                   values="drop")
+    if True not in batch:
+        sentences["adaptation"] = sentences["per_image"] = (
+            "no batch-norm model was tested with re-estimated statistics")
+        return sentences
+    # a smaller drop is a higher accuracy: the paired difference of accuracies is
+    # (running-statistics drop) - (re-estimated drop)
+    changes = {name: paired(list(-rows[True]), list(-rows[False]), "re-estimated",
+                            "running statistics")
+               for name, rows in batch.groupby(level="shift", sort=False)}
+    sentences["adaptation"] = moves(changes, "batch norm's test accuracy")
+    reestimated = batch[True].dropna()
+    per_image = []
+    for name, rows in plain[plain["norm"] != "batch"].groupby("shift", sort=False):
+        if name not in reestimated.index.get_level_values("shift"):
+            per_image.append(f"under {name}, batch norm was not re-estimated")
+            continue
+        found = [welch(list(r["drop"]), list(reestimated.xs(name, level="shift")),
+                       NORM_LABELS[n], "re-estimated BatchNorm")
+                 for n, r in rows.groupby("norm", sort=False)]
+        per_image.append(f"under {name}, {pairs_beyond(found, 'none')}")
+    sentences["per_image"] = "; ".join(per_image) or "no other norm was tested"
+    return sentences
+
+
+def chapter(profile: str | None = None) -> ChapterFacts:
+    """What the shift chapter shows: the severities of each shift (``severities``), the
+    sentences of :func:`shift_summary` (as ``shift_<key>``), and the figure's input
+    (``table``: :func:`shift_table` of the shift part's models)."""
+    runs = results("shift", profile)   # the main models of the shift seeds
+    data = prepare_data(runs[0].config)
+    table = shift_table(runs, data.test_images, data.test_labels,
+                        Pipeline.for_config(runs[0].config, data), profile)
+    values = {"shift_seeds": str(len(SHIFT_SEEDS)), "provenance": provenance(runs)}
+    values |= {f"shift_{key}": sentence for key, sentence in shift_summary(table).items()}
+    severities = pd.DataFrame({name: [str(v) for v in values_] for name, values_ in SEVERITIES.items()},
+                              index=["severity 1", "severity 2", "severity 3"]).T
+    return ChapterFacts(values, {"severities": severities}, {"table": table})
