@@ -149,7 +149,7 @@ def test_committed_results_cover_every_part_of_the_book(monkeypatch, outer_cache
             part, r, data[(r.config.train_subset, r.config.test_subset)], "full")).exists()]
         if part in FACTS:      # what the chapters show of the models: stored, and current
             try:
-                FACTS[part](found, data[(configs[0].train_subset, configs[0].test_subset)])
+                FACTS[part](found, data)
             except FileNotFoundError as error:
                 missing.append(f"{part}: {error}")
     assert not missing, ("Not committed (run `python -m normlab reproduce` and commit "

@@ -120,7 +120,7 @@ def test_the_facts_of_the_repairs_and_ablations(tiny_data):
 def test_reproduce_stores_the_facts_a_chapter_reads(tiny_data, monkeypatch):
     """main.facts computes every fact; with NORMLAB_TRAIN=never, a chapter's calls find them."""
     results = [run(tiny(norm=n), tiny_data, progress=False) for n in ("batch", "layer")]
-    main.facts(results, tiny_data)
+    main.facts(results, {(None, None): tiny_data})
     monkeypatch.setenv("NORMLAB_TRAIN", "never")
     for r in results:
         main.flip_accuracy(r, tiny_data)

@@ -113,7 +113,7 @@ def test_repairs_table_adds_precise_batch_norm(tiny_data):
     repairs = {"batch norm": [run(tiny(norm="batch", batch_size=b), tiny_data, progress=False)
                               for b in (5, 25)],
                "group norm": [run(tiny(norm="group"), tiny_data, progress=False)]}
-    table = repairs_table(repairs, tiny_data)
+    table = repairs_table(repairs, {(None, None): tiny_data})
     assert list(table["method"]) == ["batch norm", "batch norm, precise"] * 2 + ["group norm"]
     assert table.iloc[0]["test accuracy (%)"] == pytest.approx(
         100 * repairs["batch norm"][0].test_accuracy)

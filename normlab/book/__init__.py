@@ -19,7 +19,8 @@ The core (``normlab``) never imports this layer.
 
 from . import facts, parts, plots, probes, report, studies, verdicts
 from .cache import benchmark_records
-from .reproduce import part_times, reproduce, wall_times, write_index
+from .parts.timings import part_times, wall_times
+from .reproduce import reproduce, write_index
 from .parts.main import flip_accuracy
 from .runs import (Mistake, Result, current_profile, load_result, machine_name,
                    misclassified, prepare_data, run, run_each)

@@ -20,33 +20,11 @@ from .parts import FACTS
 from .runs import Result, data_for, load_result, resolve_profile, run
 from .parts.shift import shift_found, shift_path, shift_table
 from .smoothness import probes_path, smoothness, smoothness_found
-from .studies import BOOK_SEEDS, MAIN, STUDY, book_parts, results
+from .parts.timings import WALL_TIMES_NAME
+from .studies import BOOK_SEEDS, MAIN, STUDY, book_data, book_parts
 from .sweep import Summary, WorkerPool, default_workers, run_many
 
 INDEX_NAME = "index.csv"
-#: Wall time of each part's last reproduction (written by :func:`reproduce`).
-WALL_TIMES_NAME = "reproduce-times.json"
-
-
-def _unique(results_: list[Result]) -> list[Result]:
-    """``results_`` with each trained model once (a part repeats its unchanged models)."""
-    return list({r.info["key"]: r for r in results_}.values())
-
-
-def part_times(profile: str | None = None) -> pd.DataFrame:
-    """Per part of the book: the models it trains (each once) and their training time
-    (hours), with a row ``all``."""
-    profile = resolve_profile(profile)
-    rows, seen, data = [], set(), _book_data(profile)
-    for part in book_parts(profile):
-        new = [r for r in _unique(results(part, profile, data=data)) if r.info["key"] not in seen]
-        seen.update(r.info["key"] for r in new)
-        rows.append({"part": part, "models": len(new),
-                     "hours": sum(r.seconds for r in new) / 3600})
-    table = pd.DataFrame(rows).set_index("part")
-    table.loc["all"] = table.sum()
-    table["models"] = table["models"].astype(int)
-    return table
 
 
 def _changes(config: Config) -> tuple[str, str]:
@@ -70,7 +48,7 @@ def write_index(profile: str | None = None, *, root=None, download: bool = True)
     from that preset, test accuracy (percent) and the name of the file that holds the part's
     numbers (:func:`result_file`). Returns the table."""
     profile = resolve_profile(profile)
-    rows, data = [], _book_data(profile, root, download)
+    rows, data = [], book_data(profile, root, download)
     for part, configs in book_parts(profile).items():
         for r in found(configs, profile, data=data):
             subset = data[(r.config.train_subset, r.config.test_subset)]
@@ -132,12 +110,11 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
 def _store_facts(part: str, configs: list[Config], profile: str, root, download: bool,
                  summary: Summary) -> None:
     """Compute and store the facts of ``part`` (:data:`normlab.book.parts.FACTS`) from the
-    results of ``configs`` that are there, on the data they were trained on; where that
+    results of ``configs`` that are there, each on the data it was trained on; where that
     fails, the error is added to ``summary`` as a failure of the part's first config."""
     data = data_for(configs, root, download)
-    subset = data[(configs[0].train_subset, configs[0].test_subset)]
     try:
-        FACTS[part](found(configs, profile, data=data), subset)
+        FACTS[part](found(configs, profile, data=data), data)
     except Exception as error:   # reported, and the other parts go on
         summary.failed.append((configs[0], f"its facts: {type(error).__name__}: "
                                            f"{error}".splitlines()[0]))
@@ -199,22 +176,6 @@ def _record_wall_time(profile: str, part: str, summary) -> None:
                    "found": len(summary.found) - earlier[1], "calls": earlier[2] + 1,
                    "where": summary.where, "date": datetime.date.today().isoformat()}
     atomic_write_json(times, path)
-
-
-def wall_times(profile: str | None = None) -> pd.DataFrame:
-    """The wall time (minutes) of the :func:`reproduce` calls that trained each part's
-    results (summed over the calls that resumed it), with how many runs they trained, how
-    many they found already there, how many calls, where and when the last ran; empty
-    where none was recorded."""
-    path = results_dir() / (resolve_profile(profile)) / WALL_TIMES_NAME
-    times = json.loads(path.read_text()) if path.exists() else {}
-    return pd.DataFrame.from_dict(times, orient="index").rename_axis("part")
-
-
-def _book_data(profile: str, root=None, download: bool = True) -> dict:
-    """The data of every subset the book's parts use, loaded once each."""
-    return data_for([c for configs in book_parts(profile).values() for c in configs], root,
-                    download)
 
 
 def found(configs: list[Config], profile: str | None = None, *, root=None,

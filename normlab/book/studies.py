@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..train import Config
-from .runs import Result, resolve_profile, run_each
+from .runs import Result, data_for, resolve_profile, run_each
 
 #: The book's recipe.
 MAIN = Config()
@@ -243,3 +243,9 @@ def results(part: str, profile: str | None = None, *, seeds: tuple[int, ...] = B
                          f"Valid values are {', '.join(parts)}.")
     return run_each(parts[part], profile=profile, device=device, progress=progress,
                     retrain=retrain, root=root, download=download, data=data)
+
+
+def book_data(profile: str, root=None, download: bool = True) -> dict:
+    """The data of every subset the book's parts use, loaded once each."""
+    return data_for([c for configs in book_parts(profile).values() for c in configs], root,
+                    download)

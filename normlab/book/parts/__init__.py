@@ -14,14 +14,15 @@ chapters both call.
 - :mod:`~normlab.book.parts.why`: learning-rate tolerance, budgets, smoothness, and
   :mod:`~normlab.book.parts.smallbatch`: the small-batch repairs (precise BN);
 - :mod:`~normlab.book.parts.shift`: the distribution shifts;
+- :mod:`~normlab.book.parts.timings`: where and how fast the runs ran, and the precision part;
 - :mod:`~normlab.book.parts.answer`: what the answer quotes from the others.
 
 :data:`FACTS` gives each part's ``facts(results, data)``: every stored fact its chapters read.
 """
 
-from . import ablations, answer, batchsizes, intro, main, shift, smallbatch, why
+from . import ablations, answer, batchsizes, intro, main, shift, smallbatch, timings, why
 
 FACTS = {"main": main.facts, "ablations": ablations.facts, "smallbatch": smallbatch.facts}
 
 __all__ = ["FACTS", "ablations", "answer", "batchsizes", "intro", "main", "shift", "smallbatch",
-           "why"]
+           "timings", "why"]

@@ -78,12 +78,16 @@ def zero_padded_layer(results: Sequence[Result]) -> Result:
                 and r.config.crop_padding_mode == "constant")
 
 
-def facts(results: Sequence[Result], data: CIFAR10) -> None:
+def facts(results: Sequence[Result], data: dict[tuple, CIFAR10]) -> None:
     """Compute and store every fact the ablations chapter reads of ``results`` (the
-    ablations part, trained on ``data``)."""
+    ablations part), each on the data it was trained on (``data`` by subset)."""
+    def own(r: Result) -> CIFAR10:
+        return data[(r.config.train_subset, r.config.test_subset)]
+
     for r in instance_by_order(results).values():
-        pooled_spread(r, data)
-    padding_shift(zero_padded_layer(results), data)
+        pooled_spread(r, own(r))
+    padded = zero_padded_layer(results)
+    padding_shift(padded, own(padded))
 
 
 def ablation_results(profile: str | None = None) -> dict[str, list[Result]]:

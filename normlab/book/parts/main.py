@@ -131,21 +131,24 @@ def c1_modes(result: Result, data: CIFAR10, images: int = 32) -> pd.DataFrame:
     return pd.DataFrame(stored("c1-modes", compute, [result], data, {"images": images})).T.round(3)
 
 
-def facts(results: Sequence[Result], data: CIFAR10) -> None:
-    """Compute and store every fact the chapters read of the main models ``results``
-    (trained on ``data``): each model's flip-averaged accuracy; for seed 0 of each norm,
-    the activation statistics and shift gap and the train/evaluation demonstration; for
-    seed 0 of batch norm, the accuracy with batch statistics and C1's three modes."""
+def facts(results: Sequence[Result], data: dict[tuple, CIFAR10]) -> None:
+    """Compute and store every fact the chapters read of the main models ``results``, each
+    on the data it was trained on (``data`` by subset: :func:`normlab.book.runs.data_for`):
+    each model's flip-averaged accuracy; for seed 0 of each norm, the activation statistics
+    and shift gap and the train/evaluation demonstration; for seed 0 of batch norm, the
+    accuracy with batch statistics and C1's three modes."""
     for r in results:
-        flip_accuracy(r, data)
-    for r in (r for r in results if r.config.seed == 0):
+        own = data[(r.config.train_subset, r.config.test_subset)]
+        flip_accuracy(r, own)
+        if r.config.seed != 0:
+            continue
         for over in ("channel", "sample"):
-            activation_statistics(r, data, over)
-        shift_gap(r, data)
-        alone_and_together(r, data)
+            activation_statistics(r, own, over)
+        shift_gap(r, own)
+        alone_and_together(r, own)
         if r.config.norm == "batch":
-            batch_statistics(r, data)
-            c1_modes(r, data)
+            batch_statistics(r, own)
+            c1_modes(r, own)
 
 
 def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:

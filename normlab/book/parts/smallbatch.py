@@ -14,7 +14,7 @@ from ...train import Pipeline, predict
 from .. import verdicts
 from ..facts import stored
 from ..probes import reestimate_batch_statistics
-from ..runs import Result, prepare_data, run_each
+from ..runs import Result, data_for, run_each
 from ..studies import ABLATION_BATCH_SIZE, SMALL_BATCH_SIZE, STUDY_SEEDS, small_batch_repairs
 
 
@@ -30,18 +30,19 @@ def precise_accuracy(result: Result, data: CIFAR10) -> float:
     return stored("precise-accuracy", compute, [result], data)
 
 
-def facts(results: Sequence[Result], data: CIFAR10) -> None:
+def facts(results: Sequence[Result], data: dict[tuple, CIFAR10]) -> None:
     """Compute and store the precise-BN accuracy of every batch-norm model among
-    ``results`` (the small-batch part, trained on ``data``)."""
+    ``results`` (the small-batch part), each on the data it was trained on (``data`` by
+    subset)."""
     for r in results:
         if r.config.norm == "batch":
-            precise_accuracy(r, data)
+            precise_accuracy(r, data[(r.config.train_subset, r.config.test_subset)])
 
 
-def repairs_table(repairs: dict[str, list[Result]], data: CIFAR10) -> pd.DataFrame:
+def repairs_table(repairs: dict[str, list[Result]], data: dict[tuple, CIFAR10]) -> pd.DataFrame:
     """Test accuracy (percent) of every run of :func:`normlab.book.studies.small_batch_repairs`
     (method -> results), and for batch norm also with its running statistics re-estimated
-    on the training images of ``data`` after training (``"batch norm, precise"``,
+    on its own training images (``data`` by subset) after training (``"batch norm, precise"``,
     :func:`normlab.book.parts.smallbatch.precise_accuracy`). Columns ``method``,
     ``batch size``, ``seed`` and ``test accuracy (%)``."""
     rows = []
@@ -51,19 +52,20 @@ def repairs_table(repairs: dict[str, list[Result]], data: CIFAR10) -> pd.DataFra
             rows.append({"method": method, **row, "test accuracy (%)": 100 * r.test_accuracy})
             if r.config.norm == "batch":
                 rows.append({"method": f"{method}, precise", **row,
-                             "test accuracy (%)": 100 * precise_accuracy(r, data)})
+                             "test accuracy (%)": 100 * precise_accuracy(
+                                 r, data[(r.config.train_subset, r.config.test_subset)])})
     return pd.DataFrame(rows)
 
 
-def repairs(profile: str | None = None, data: CIFAR10 | None = None
-            ) -> tuple[pd.DataFrame, dict[str, str]]:
-    """The small-batch repairs (:func:`normlab.book.studies.small_batch_repairs`) on
-    ``data`` (default: the studies' data): the mean test accuracy (percent) per method and
+def repairs(profile: str | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The small-batch repairs (:func:`normlab.book.studies.small_batch_repairs`): the mean
+    test accuracy (percent) per method and
     batch size, and the values the chapter quotes: the batch sizes and seeds, each method's
     cost of the small batch (Welch), precise BN's gain (paired) and the comparisons between
     repairs at the small batch (Welch)."""
-    runs = {label: run_each(configs) for label, configs in small_batch_repairs(profile).items()}
-    data = data if data is not None else prepare_data(next(iter(runs.values()))[0].config)
+    configs = small_batch_repairs(profile)
+    data = data_for([c for cs in configs.values() for c in cs])
+    runs = {label: run_each(cs, data=data) for label, cs in configs.items()}
     table = repairs_table(runs, data)
     accuracy = {(m, b): g["test accuracy (%)"].tolist()
                 for (m, b), g in table.groupby(["method", "batch size"], sort=False)}

@@ -95,7 +95,7 @@ def chapter(profile: str | None = None) -> ChapterFacts:
                                NORM_LABELS[other]).sentence() for other in final if other != "batch")
     probes = {norm: smoothness(study_config(norm, profile=profile), data) for norm in WHY_NORMS}
     values |= _smoothness_values(probes)
-    repairs, repair_values = smallbatch.repairs(profile, data)
+    repairs, repair_values = smallbatch.repairs(profile)
     values |= repair_values
     return ChapterFacts(values, {"tolerance": tolerance.drop(columns="sentence"), "repairs": repairs},
                         {"lr": lr_runs, "budget": budget_runs, "noise": yardstick / 2,
