@@ -1,7 +1,9 @@
 """Stored facts (normlab.book.facts): computed once, keyed by what determines them, and
 never computed, nor any model evaluated, with NORMLAB_TRAIN=never."""
 
+import inspect
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -23,51 +25,60 @@ def result(tiny_data):
     return run(tiny(), tiny_data, progress=False)
 
 
-def counting():
-    calls = []
+CALLS = []
 
-    def compute():
-        calls.append(1)
-        return {"value": 0.5, "rows": [1, 2]}
-    return compute, calls
+
+@facts.fact("demo")
+def demo(result, data, k=3):
+    """A fact for the tests: counts its computations."""
+    CALLS.append(k)
+    return {"value": 0.5, "k": k}
+
+
+@pytest.fixture(autouse=True)
+def _no_calls():
+    CALLS.clear()
+
+
+def stored_demo(result, data, k=3):
+    """The record that demo(result, data, k) is stored in."""
+    params = {"k": k, "data": data.identity, "test_images": len(data.test_labels)}
+    return facts.fact_path("demo", result, params, "full")
 
 
 def test_a_fact_is_computed_once_and_then_read(result, tiny_data):
-    compute, calls = counting()
-    first = facts.stored("demo", compute, [result], tiny_data, {"k": 3})
-    again = facts.stored("demo", compute, [result], tiny_data, {"k": 3})
-    assert first == again == {"value": 0.5, "rows": [1, 2]} and len(calls) == 1
-    [path] = (facts.fact_path("demo", [result], {"k": 3, "data": tiny_data.identity,
-                                                 "test_images": 50}, "full"),)
-    record = json.loads(path.read_text())
-    assert record["results"] == [result.info["key"]] and record["params"]["k"] == 3
-    assert record["revision"] == facts.revision(compute)
-    facts.stored("demo", compute, [result], tiny_data, {"k": 4})          # other parameters
-    facts.stored("demo", compute, [result], tiny_data.subset(None, 40), {"k": 3})  # other data
-    assert len(calls) == 3
+    first, again = demo(result, tiny_data), demo(result, tiny_data, k=3)
+    assert first == again == {"value": 0.5, "k": 3} and CALLS == [3]
+    record = json.loads(stored_demo(result, tiny_data).read_text())
+    assert record["result"] == result.info["key"] and record["params"]["k"] == 3
+    assert record["revision"] == facts.revision(inspect.getsource(demo.__wrapped__))
+    demo(result, tiny_data, 4)                                   # other parameters
+    demo(result, tiny_data.subset(None, 40))                     # other data
+    demo(replace(result, seconds=result.seconds + 1), tiny_data)  # a model trained again
+    assert CALLS == [3, 4, 3, 3]
 
 
-def test_a_fact_of_another_revision_is_computed_again(result, tiny_data, monkeypatch):
-    compute, calls = counting()
-    facts.stored("demo", compute, [result], tiny_data)
-    monkeypatch.setattr(facts, "revision", lambda compute: "another")
-    facts.stored("demo", compute, [result], tiny_data)
-    assert len(calls) == 2
+def test_a_fact_of_another_revision_is_computed_again(result, tiny_data):
+    demo(result, tiny_data)
+    path = stored_demo(result, tiny_data)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "revision": "another"}))
+    demo(result, tiny_data)
+    assert CALLS == [3, 3] and json.loads(path.read_text())["revision"] != "another"
 
 
 def test_never_computes_nothing_and_names_the_missing_fact(result, tiny_data, monkeypatch):
-    compute, calls = counting()
     monkeypatch.setenv("NORMLAB_TRAIN", "never")
-    with pytest.raises(FileNotFoundError, match="fact 'demo' .* is missing.*reproduce"):
-        facts.stored("demo", compute, [result], tiny_data)
+    with pytest.raises(FileNotFoundError, match="fact 'demo' of the batch model .* is missing.*reproduce"):
+        demo(result, tiny_data)
     monkeypatch.delenv("NORMLAB_TRAIN")
-    facts.stored("demo", compute, [result], tiny_data)
+    demo(result, tiny_data)
     monkeypatch.setenv("NORMLAB_TRAIN", "never")
-    assert facts.stored("demo", compute, [result], tiny_data) == compute()   # read, found
-    monkeypatch.setattr(facts, "revision", lambda compute: "another")
+    assert demo(result, tiny_data) == {"value": 0.5, "k": 3}          # read, found
+    path = stored_demo(result, tiny_data)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "revision": "another"}))
     with pytest.raises(FileNotFoundError, match="outdated"):
-        facts.stored("demo", compute, [result], tiny_data)
-    assert len(calls) == 2      # the one stored, and the direct call above
+        demo(result, tiny_data)
+    assert CALLS == [3]
 
 
 def test_never_forbids_evaluating_a_trained_model(result, monkeypatch):
@@ -77,12 +88,11 @@ def test_never_forbids_evaluating_a_trained_model(result, monkeypatch):
 
 
 def test_a_damaged_fact_is_named(result, tiny_data):
-    compute, _ = counting()
-    facts.stored("demo", compute, [result], tiny_data)
-    [path] = (facts.results_dir() / "full" / "facts").glob("demo-*.json")
+    demo(result, tiny_data)
+    path = stored_demo(result, tiny_data)
     path.write_text('{"fact": "demo", "val')
     with pytest.raises(ValueError, match=f"{path.name} does not load.*delete it"):
-        facts.stored("demo", compute, [result], tiny_data)
+        demo(result, tiny_data)
 
 
 def test_the_main_facts_are_what_the_probes_measure(tiny_data):

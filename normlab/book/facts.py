@@ -1,13 +1,15 @@
-"""Facts: what a chapter shows of its trained models, computed once and stored as JSON.
+"""Facts: what a chapter shows of a trained model beyond its record, computed once and
+stored as JSON.
 
-A fact is the JSON value (numbers, lists, tables as records) that one named function
-computes from some results: a flip-averaged accuracy, activation statistics, the accuracy
-with batch statistics. :func:`stored` returns it from
-``results_dir()/<profile>/facts/<name>-<key>.json``, or computes it there and writes it
-(atomically). The key is a hash of what determines the value: the results' keys and
-tensor checksums and the fact's parameters; the record also keeps the code's revision
-(:func:`revision`: the source of the function that computes it and of
-:mod:`normlab.book.probes`), and a fact stored by another revision is computed again.
+A fact is the JSON value (numbers, lists, tables as columns) that one function computes
+from a result and the data it was trained on: a flip-averaged accuracy, activation
+statistics, the accuracy with batch statistics. Such a function is declared with
+:func:`fact`; called, it returns the value from
+``results_dir()/<profile>/facts/<name>-<key>.json``, or computes it and writes it there
+(atomically). The key is a hash of what determines the value: the result's key and tensor
+checksum, the data's identity and the function's other arguments. The record also keeps
+the code's revision (:func:`revision`: the function's source, as imported, and that of
+:mod:`normlab.book.probes`); a fact stored by another revision is computed again.
 
 With ``$NORMLAB_TRAIN=never`` nothing is computed: a missing or outdated fact raises
 FileNotFoundError naming it, and so does evaluating a trained model at all
@@ -16,10 +18,11 @@ FileNotFoundError naming it, and so does evaluating a trained model at all
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from ..data import CIFAR10
@@ -29,45 +32,62 @@ from .cache import results_dir
 from .runs import Result, resolve_profile, train_mode, TRAIN_ENV
 
 FACTS_FOLDER = "facts"
+#: :mod:`normlab.book.probes` as imported (a file edited since is not what runs).
+_PROBES_SOURCE = inspect.getsource(probes)
 
 
-def revision(compute: Callable) -> str:
-    """Hex digest (12 characters) of the source of the function ``compute`` and of
-    :mod:`normlab.book.probes`, which evaluates the models: a change to either may change
-    the fact it computes (a change elsewhere in ``compute``'s module does not)."""
-    digest = hashlib.sha256(inspect.getsource(compute).encode())
-    digest.update(inspect.getsource(probes).encode())
+def revision(source: str) -> str:
+    """Hex digest (12 characters) of a fact function's ``source`` and of
+    :mod:`normlab.book.probes` (as imported), which evaluates the models: a change to
+    either may change the fact (a change elsewhere in the function's module does not)."""
+    digest = hashlib.sha256(source.encode())
+    digest.update(_PROBES_SOURCE.encode())
     return digest.hexdigest()[:12]
 
 
-def fact_path(name: str, results: Sequence[Result], params: dict, profile: str) -> Path:
-    """Where the fact ``name`` of ``results`` with ``params`` (JSON values) is stored:
-    ``results_dir()/<profile>/facts/<name>-<key>.json``."""
+def fact_path(name: str, result: Result, params: dict, profile: str) -> Path:
+    """Where the fact ``name`` of ``result`` with ``params`` (JSON values, the data's
+    identity among them) is stored: ``results_dir()/<profile>/facts/<name>-<key>.json``."""
     determining = {"fact": name, "params": params,
-                   "results": [[r.info["key"], r.info.get("tensors_sha256"), r.seconds]
-                               for r in results]}
+                   "results": [[result.info["key"], result.info.get("tensors_sha256"),
+                                result.seconds]]}
     key = hashlib.sha256(json.dumps(determining, sort_keys=True).encode()).hexdigest()[:16]
     return results_dir() / profile / FACTS_FOLDER / f"{name}-{key}.json"
 
 
-def stored(name: str, compute: Callable[[], object], results: Sequence[Result],
-           data: CIFAR10, params: dict | None = None, profile: str | None = None):
-    """The fact ``name``: ``compute()`` of ``results`` on ``data`` (its identity and test
-    split's size are keyed) with ``params`` (a JSON-able dict),
-    read from :func:`fact_path` where it was stored by this revision of the code that
-    computes it (:func:`revision` of ``compute``), else computed and stored.
-    ``profile`` defaults to the current one. Returns the JSON value (dict keys are strings).
+def fact(name: str, decode: Callable = lambda value: value) -> Callable:
+    """Declare ``function(result, data, **params)`` a fact named ``name``: calling it
+    returns ``decode`` of its JSON value, read from :func:`fact_path` where this revision of
+    the function (:func:`revision` of its source when it was imported) stored it, else
+    computed (the function returns the JSON-able value) and stored. ``data`` is the data
+    the result was trained on (its identity and test split's size are keyed); the other
+    arguments, defaults included, are the fact's parameters. The profile is the current one.
 
-    Raises:
+    The function called raises:
         FileNotFoundError: the fact is missing or outdated and ``$NORMLAB_TRAIN`` is
             ``never``; the message names it and says how to compute it.
         ValueError: the stored file does not load (damaged): the message names it.
     """
-    profile = resolve_profile(profile)
-    params = json.loads(json.dumps({**(params or {}), "data": data.identity,
-                                    "test_images": len(data.test_labels)}))
-    path = fact_path(name, results, params, profile)
-    code = revision(compute)
+    def declare(function: Callable) -> Callable:
+        code = revision(inspect.getsource(function))
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def stored(result: Result, data: CIFAR10, *args, **kwargs):
+            bound = signature.bind(result, data, *args, **kwargs)
+            bound.apply_defaults()
+            params = {k: v for k, v in bound.arguments.items() if k not in ("result", "data")}
+            params = json.loads(json.dumps({**params, "data": data.identity,
+                                            "test_images": len(data.test_labels)}))
+            return decode(_read_or_compute(name, result, params, code,
+                                           lambda: function(*bound.args, **bound.kwargs)))
+        return stored
+    return declare
+
+
+def _read_or_compute(name: str, result: Result, params: dict, code: str, compute: Callable):
+    """The JSON value of the fact ``name`` (see :func:`fact`)."""
+    path = fact_path(name, result, params, resolve_profile(None))
     if path.exists():
         try:
             record = json.loads(path.read_text())
@@ -80,10 +100,10 @@ def stored(name: str, compute: Callable[[], object], results: Sequence[Result],
     if train_mode() == "never":
         state = "outdated (computed by another revision of the code)" if path.exists() else "missing"
         raise FileNotFoundError(
-            f"The fact {name!r} of {len(results)} result{'s' * (len(results) != 1)} is "
+            f"The fact {name!r} of the {result.config.norm} model {result.info['key']} is "
             f"{state}: {path}, and {TRAIN_ENV}=never forbids evaluating a model. Compute it "
             f"(`python -m normlab reproduce`, or unset {TRAIN_ENV}) and commit results/.")
     value = json.loads(json.dumps(compute()))
     atomic_write_json({"fact": name, "params": params, "revision": code,
-                       "results": [r.info["key"] for r in results], "value": value}, path)
+                       "result": result.info["key"], "value": value}, path)
     return value

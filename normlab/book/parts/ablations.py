@@ -1,6 +1,6 @@
 """The ablations part: what its chapter shows (:func:`chapter`), and the effects that the
 answer quotes too (:func:`residual_effects`, :func:`order_effects`). Beyond the records, as
-stored facts (:func:`normlab.book.facts.stored`): how much instance norm leaves of the images
+stored facts (:func:`normlab.book.facts.fact`): how much instance norm leaves of the images
 after pooling in each order, and how zero-padded crops move the statistics that layer norm
 normalizes with."""
 
@@ -15,7 +15,7 @@ from ...data import CIFAR10, augment
 from ...norms import NORM_LABELS
 from ...train import Pipeline
 from .. import probes
-from ..facts import stored
+from ..facts import fact
 from ..report import ChapterFacts, accuracy_by, effects, provenance, run_to_run_noise, seed_summary
 from ..runs import Result, prepare_data, run, run_each
 from ..studies import BOOK_NORMS, RECIPE_CHANGES, ablations, book_config
@@ -28,43 +28,40 @@ POOLED_IMAGES = 256
 PADDING_IMAGES = 512
 
 
-def pooled_spread(result: Result, data: CIFAR10) -> float:
-    """The largest standard deviation over the first :data:`POOLED_IMAGES` test images of
-    a feature after global average pooling (``C1`` ... ``GAP`` of ``result``'s model, fp32):
-    near 0 where every image reaches the classifier as the same vector."""
-    def compute():
-        pipeline = Pipeline.for_config(result.config, data)
-        up_to_pooling = torch.nn.Sequential(*list(result.model().children())[:-2])
-        with torch.no_grad():
-            pooled = up_to_pooling(pipeline.inputs(data.test_images[:POOLED_IMAGES])
-                                   .float()).flatten(1)                        # (N, C)
-        return pooled.std(dim=0).max().item()
-    return stored("pooled-spread", compute, [result], data, {"images": POOLED_IMAGES})
+@fact("pooled-spread")
+def pooled_spread(result: Result, data: CIFAR10, images: int = POOLED_IMAGES) -> float:
+    """The largest standard deviation over the first ``images`` test images of a feature
+    after global average pooling (``C1`` ... ``GAP`` of ``result``'s model, fp32): near 0
+    where every image reaches the classifier as the same vector."""
+    pipeline = Pipeline.for_config(result.config, data)
+    up_to_pooling = torch.nn.Sequential(*list(result.model().children())[:-2])
+    with torch.no_grad():
+        pooled = up_to_pooling(pipeline.inputs(data.test_images[:images]).float()).flatten(1)
+    return pooled.std(dim=0).max().item()                                   # over (N, C)
 
 
-def padding_shift(result: Result, data: CIFAR10) -> pd.DataFrame:
+@fact("padding-shift", decode=pd.DataFrame)
+def padding_shift(result: Result, data: CIFAR10, images: int = PADDING_IMAGES) -> pd.DataFrame:
     """How far a random crop moves the per-image mean of each norm layer's input, with the
-    border filled with zeros or mirrored: the first :data:`PADDING_IMAGES` training images
-    of ``data``, cropped with the config's padding (seed 0, no flip), against the uncropped
+    border filled with zeros or mirrored: the first ``images`` training images of
+    ``data``, cropped with the config's padding (seed 0, no flip), against the uncropped
     images, |change of the mean| / the uncropped std per (layer, image), median per layer.
     Columns ``zeros`` and ``mirrored``, one row per layer."""
-    def compute():
-        pipeline = Pipeline.for_config(result.config, data)
-        model, sample = result.model(), data.train_images[:PADDING_IMAGES]
+    pipeline = Pipeline.for_config(result.config, data)
+    model, sample = result.model(), data.train_images[:images]
 
-        def inputs_per_image(images):
-            stats = probes.activation_statistics(model, images, pipeline, over="sample")
-            return stats[stats["where"] == "before"].set_index(["layer", "unit"])
+    def inputs_per_image(images):
+        stats = probes.activation_statistics(model, images, pipeline, over="sample")
+        return stats[stats["where"] == "before"].set_index(["layer", "unit"])
 
-        whole = inputs_per_image(sample)
-        shift = {}
-        for mode, name in (("constant", "zeros"), ("reflect", "mirrored")):
-            crops = augment(sample, result.config.crop_padding, flip=False,
-                            generator=torch.Generator().manual_seed(0), padding_mode=mode)
-            moved = (inputs_per_image(crops)["mean"] - whole["mean"]).abs() / whole["std"]
-            shift[name] = moved.groupby("layer", sort=False).median().to_dict()
-        return shift
-    return pd.DataFrame(stored("padding-shift", compute, [result], data, {"images": PADDING_IMAGES}))
+    whole = inputs_per_image(sample)
+    shift = {}
+    for mode, name in (("constant", "zeros"), ("reflect", "mirrored")):
+        crops = augment(sample, result.config.crop_padding, flip=False,
+                        generator=torch.Generator().manual_seed(0), padding_mode=mode)
+        moved = (inputs_per_image(crops)["mean"] - whole["mean"]).abs() / whole["std"]
+        shift[name] = moved.groupby("layer", sort=False).median().to_dict()
+    return shift
 
 
 def instance_by_order(results: Sequence[Result]) -> dict[str, Result]:

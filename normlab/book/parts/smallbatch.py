@@ -1,5 +1,5 @@
 """The small-batch repairs: their table and verdicts (:func:`repairs`), and beyond their
-records, as a stored fact (:func:`normlab.book.facts.stored`), batch norm's test accuracy
+records, as a stored fact (:func:`normlab.book.facts.fact`), batch norm's test accuracy
 with its running statistics re-estimated on the training images after training
 ("precise BN")."""
 
@@ -12,22 +12,21 @@ import pandas as pd
 from ...data import CIFAR10
 from ...train import Pipeline, predict
 from .. import verdicts
-from ..facts import stored
+from ..facts import fact
 from ..probes import reestimate_batch_statistics
 from ..runs import Result, data_for, run_each
 from ..studies import ABLATION_BATCH_SIZE, SMALL_BATCH_SIZE, STUDY_SEEDS, small_batch_repairs
 
 
+@fact("precise-accuracy")
 def precise_accuracy(result: Result, data: CIFAR10) -> float:
     """Test accuracy (fraction) of ``result``'s batch-norm model after its running
     statistics are re-estimated on all training images of ``data``
     (:func:`normlab.book.probes.reestimate_batch_statistics`, Wu & Johnson 2021)."""
-    def compute():
-        pipeline = Pipeline.for_config(result.config, data)
-        model = reestimate_batch_statistics(result.model(), data.train_images, pipeline)
-        correct = predict(model, data.test_images, pipeline).argmax(dim=1) == data.test_labels
-        return correct.float().mean().item()
-    return stored("precise-accuracy", compute, [result], data)
+    pipeline = Pipeline.for_config(result.config, data)
+    model = reestimate_batch_statistics(result.model(), data.train_images, pipeline)
+    correct = predict(model, data.test_images, pipeline).argmax(dim=1) == data.test_labels
+    return correct.float().mean().item()
 
 
 def facts(results: Sequence[Result], data: dict[tuple, CIFAR10]) -> None:
