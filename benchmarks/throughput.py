@@ -61,7 +61,7 @@ from torchvision import transforms
 import normlab as nl
 from normlab.book.runs import processor_name
 from normlab.store import atomic_write_json
-from normlab.book.sweep import default_workers
+from normlab.book.workers import default_workers
 from normlab.train import Pipeline
 
 

@@ -124,7 +124,7 @@ def test_an_unknown_setting_is_named_in_a_warning(monkeypatch):
 
 
 def test_a_sweep_trains_one_result_once_whatever_configs_name_it(image_folder, monkeypatch):
-    from normlab.book.sweep import run_many
+    from normlab.book.workers import run_many
 
     no_bf16(monkeypatch)   # "auto" is fp32 here: the two configs are one result
     configs = [tiny_config(precision="fp32"), tiny_config(precision="auto")]

@@ -79,7 +79,7 @@ def test_small_batch_repairs_pair_each_model_with_its_reference_batch_size():
 def test_the_book_has_its_nine_parts_and_main_trains_first():
     parts = book_parts("full")
     assert list(parts)[0] == "main"
-    assert set(parts) == {"main", "precision", "ablations", "sweep", "lr", "budget",
+    assert set(parts) == {"main", "precision", "ablations", "batchsizes", "lr", "budget",
                           "smallbatch", "smoothness", "shift"}
     # shift tests the main models of its seeds, with the main models' changes
     shorter = book_parts("full", main={"epochs": 5})

@@ -37,7 +37,7 @@ RECIPE_FIELDS = {f.name for f in fields(Config)} - {"norm"}
 #: What each part of the book trains, for ``reproduce --help``.
 PART_HELP = {
     "main": "the book's models, once per seed", "precision": "batch norm in fp32 and bf16",
-    "ablations": "the ablation studies", "sweep": "the batch-size sweep",
+    "ablations": "the ablation studies", "batchsizes": "the batch-size sweep",
     "lr": "the learning-rate study", "budget": "the training-budget study",
     "smallbatch": "the small-batch repairs", "smoothness": "the smoothness probes",
     "shift": "the main models tested under distribution shift"}

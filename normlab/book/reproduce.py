@@ -22,7 +22,7 @@ from .parts.shift import shift_found, shift_path, shift_table
 from .smoothness import probes_path, smoothness, smoothness_found
 from .parts.timings import WALL_TIMES_NAME
 from .studies import BOOK_SEEDS, MAIN, STUDY, book_data, book_parts
-from .sweep import Summary, WorkerPool, default_workers, run_many
+from .workers import Summary, WorkerPool, default_workers, run_many
 
 INDEX_NAME = "index.csv"
 
@@ -82,8 +82,8 @@ def reproduce(parts: list[str] | None = None, profile: str | None = None, *,
               seeds: tuple[int, ...] = BOOK_SEEDS, main: dict | None = None,
               root=None, download: bool = True, **sweep):
     """Train (or find) ``parts`` of the book (default: all), part by part, each part's runs
-    in parallel (:func:`normlab.book.sweep.run_many`, with ``sweep``'s settings; local
-    worker processes serve every part, a :class:`normlab.book.sweep.WorkerPool`); yield
+    in parallel (:func:`normlab.book.workers.run_many`, with ``sweep``'s settings; local
+    worker processes serve every part, a :class:`normlab.book.workers.WorkerPool`); yield
     ``(part, summary)`` as each part finishes, then rewrite the index
     (:func:`write_index`). Stopped early, it stops its workers when closed (``close()``,
     or when the generator is collected).
@@ -143,7 +143,7 @@ def _one_by_one(configs: list[Config], profile: str, root, download: bool, retra
     """Make what ``configs`` need (``make``, where ``found_`` says it is missing, or all
     with ``retrain``), one after another in this process: the smoothness probes and the
     shift tables. A run that fails is reported in the summary, as
-    :func:`normlab.book.sweep.run_many` does, and the others go on."""
+    :func:`normlab.book.workers.run_many` does, and the others go on."""
     start = time.perf_counter()
     summary = Summary(configs, "this process, one run at a time")
     data = data_for(configs, root, download)

@@ -204,7 +204,7 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS,
                main: dict | None = None) -> dict[str, list[Config]]:
     """Every config the book shows, by part, in training order: ``main``
     (:func:`main_configs`), ``precision`` (batch norm, seed 0, in each of
-    :data:`PRECISIONS`), ``ablations`` (:func:`ablations`, repeats included), ``sweep``
+    :data:`PRECISIONS`), ``ablations`` (:func:`ablations`, repeats included), ``batchsizes``
     (:func:`batch_size_sweep`), ``lr`` (:func:`lr_tolerance`), ``budget``
     (:func:`budgets`), ``smallbatch`` (:func:`small_batch_repairs`) and ``smoothness``
     (:data:`WHY_NORMS` in the study setting, trained again with the smoothness probe of
@@ -216,7 +216,7 @@ def book_parts(profile: str | None = None, seeds: tuple[int, ...] = BOOK_SEEDS,
         "main": main_models,
         "precision": [book_config("batch", profile, precision=p) for p in PRECISIONS],
         "ablations": [c for configs in ablations(profile).values() for c in configs],
-        "sweep": batch_size_sweep(profile),
+        "batchsizes": batch_size_sweep(profile),
         "lr": lr_tolerance(profile),
         "budget": budgets(profile),
         "smallbatch": [c for configs in small_batch_repairs(profile).values() for c in configs],

@@ -48,7 +48,7 @@ def chapter(profile: str | None = None) -> ChapterFacts:
         "short_pairs": verdicts.pairs_beyond(verdicts.all_pairs(short), "no pair of norms"),
         "full_batch": _batch_norm_against_the_others(full),
         "short_batch": _batch_norm_against_the_others(short),
-        "small_batches": batchsizes.small_batch_cost(results("sweep", profile), noise).sentence(),
+        "small_batches": batchsizes.small_batch_cost(results("batchsizes", profile), noise).sentence(),
         "residual": verdicts.moves(ablations.residual_effects(runs, noise),
                                    "without the residual additions the test accuracy"),
         "order": verdicts.moves(order, "normalizing before the ReLU, the test accuracy"),

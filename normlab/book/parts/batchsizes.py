@@ -32,7 +32,7 @@ def chapter(profile: str | None = None) -> ChapterFacts:
     """What the batch-size chapter shows: the sweep's setting, its error table and
     verdicts, the training speed per batch size; ``inputs``: the sweep's ``results``, its
     ``setting`` and ``data``, and ``noise`` (half the yardstick) for the figure."""
-    sweep = results("sweep", profile)
+    sweep = results("batchsizes", profile)
     setting = sweep[0].config
     data = prepare_data(setting)
     noise_ = noise(profile)

@@ -25,7 +25,7 @@ def chapter(profile: str | None = None) -> ChapterFacts:
     values["published_sentence"] = published_sentence(
         against_published(runs, PUBLISHED_BEST)["lowest seed - published (points)"],
         "solution of the assignment", ";", "weakest")
-    sweep = results("sweep", profile)
+    sweep = results("batchsizes", profile)
     values |= {"wu_he": batchsizes.small_batch_cost(sweep, batchsizes.noise(profile)).short(),
                "sweep_images": f"{sweep[0].config.train_subset:,}",
                "sweep_epochs": str(sweep[0].config.epochs),

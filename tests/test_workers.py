@@ -9,7 +9,7 @@ import torch
 
 from normlab import Config
 from normlab.book import load_result, prepare_data
-from normlab.book.sweep import WorkerPool, run_many
+from normlab.book.workers import WorkerPool, run_many
 
 from conftest import write_image_folder
 
@@ -46,7 +46,7 @@ def test_workers_train_each_config_once_report_failures_and_resume(folder):
 def test_sweeps_share_a_worker_pool_which_replaces_a_dead_worker(folder, monkeypatch):
     with WorkerPool(2) as pool:
         # the sweeps start no workers of their own: they train on the pool's
-        monkeypatch.setattr(sys.modules["normlab.book.sweep"], "WorkerPool", None)
+        monkeypatch.setattr(sys.modules["normlab.book.workers"], "WorkerPool", None)
         for seed in (0, 1):
             summary = run_many([tiny(seed=seed), tiny(norm="layer", seed=seed)], "full",
                                workers=2, root=folder, progress=False, pool=pool)
@@ -94,7 +94,7 @@ def test_a_sweep_on_a_local_ray_cluster(folder):
 
 
 def test_more_workers_than_cores_are_capped_at_the_cores_saying_so():
-    from normlab.book.sweep import WorkerPool, _cores
+    from normlab.book.workers import WorkerPool, _cores
 
     with pytest.warns(UserWarning, match=rf"999 workers asked for, on {_cores()} CPU cores: "
                                          rf"starting {_cores()}"):
@@ -107,7 +107,7 @@ def test_ray_without_ray_is_said_before_any_data_loads(monkeypatch, tmp_path):
     real_import = builtins.__import__
     monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (
         (_ for _ in ()).throw(ImportError("no ray")) if name == "ray" else real_import(name, *a, **k)))
-    monkeypatch.setattr("normlab.book.sweep.data_for", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr("normlab.book.workers.data_for", lambda *a, **k: pytest.fail("data loaded"))
     with pytest.raises(ImportError, match=r"--ray needs Ray: pip install 'normlab\[ray\]'"):
         run_many([tiny()], "full", ray_address="local", root=tmp_path, progress=False)
 
