@@ -1,12 +1,15 @@
-"""What the chapters show of the main models beyond their records, as stored facts
-(:func:`normlab.book.facts.fact`): flip-averaged accuracy (comparison), activation
-statistics (activations), accuracy with batch statistics (ablations, answer), and the
-demonstrations of training and evaluation mode (the norms chapter and each norm's own).
+"""The main part: the three norms, five seeds each, at the book's recipe. What its chapters
+show: each norm's own chapter (:func:`norm_chapter`), the comparison (:func:`comparison`)
+and the activations (:func:`activations`).
 
-Each function takes a result and the data it was trained on (``data``, a
-:class:`normlab.CIFAR10`: its training split gives the input normalization) and computes
+Beyond the records, as stored facts (:func:`normlab.book.facts.fact`): flip-averaged
+accuracy (comparison), activation statistics (activations), accuracy with batch statistics
+(ablations, answer), and the demonstrations of training and evaluation mode (the norms
+chapter and each norm's own). Each takes a result and the data it was trained on (``data``,
+a :class:`normlab.CIFAR10`: its training split gives the input normalization) and computes
 in the config's precision through its :class:`normlab.Pipeline`, except the
-demonstrations, which run the model in fp32 on a few test images.
+demonstrations, which run the model in fp32 on a few test images. :func:`facts` computes
+them all, for :func:`normlab.book.reproduce`.
 """
 
 from __future__ import annotations
