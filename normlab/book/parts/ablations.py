@@ -40,7 +40,7 @@ def pooled_spread(result: Result, data: CIFAR10, images: int = POOLED_IMAGES) ->
     return pooled.std(dim=0).max().item()                                   # over (N, C)
 
 
-@fact("padding-shift", decode=pd.DataFrame)
+@fact("padding-shift", decode=lambda shift: pd.DataFrame(shift).rename_axis("layer"))
 def padding_shift(result: Result, data: CIFAR10, images: int = PADDING_IMAGES) -> pd.DataFrame:
     """How far a random crop moves the per-image mean of each norm layer's input, with the
     border filled with zeros or mirrored: the first ``images`` training images of
