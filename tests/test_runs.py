@@ -18,7 +18,7 @@ from torch import nn
 from normlab import Config, Diverged, Pipeline, evaluate, fit, predict
 from normlab.book import flip_accuracy, machine_name, misclassified, report, run
 from normlab.book.cache import cache_key, result_paths
-from normlab.book.report import flip_summary
+from normlab.book.parts.main import flip_summary
 from normlab.book.runs import processor_name
 from normlab.store import atomic_save, atomic_write_json
 
