@@ -140,3 +140,10 @@ def test_reproduce_stores_the_facts_a_chapter_reads(tiny_data, monkeypatch):
     with pytest.raises(FileNotFoundError, match="batch-statistics"):
         main.batch_statistics(results[1], tiny_data)      # only batch norm's is computed
     assert torch.is_tensor(results[0].state_dict["C1.conv.weight"])
+
+
+def test_a_fact_is_stored_with_the_profile_its_result_was_found_in(tiny_data):
+    smoke = run(tiny(seed=5), tiny_data, profile="smoke", progress=False)   # current: full
+    demo(smoke, tiny_data)
+    assert list((facts.results_dir() / "smoke" / "facts").glob("demo-*.json"))
+    assert not (facts.results_dir() / "full" / "facts").exists()

@@ -5,8 +5,8 @@ the book, statistics and tables, figures, probes, and ``reproduce``.
   (:func:`run_each` for several), cached (:mod:`~normlab.book.cache`: where results live
   and their keys);
 - :mod:`~normlab.book.studies`: the presets :data:`MAIN` and :data:`STUDY`, the sweep, the
-  ablations and every part of the book (:func:`book_parts`);
-- :mod:`~normlab.book.reproduce`: :func:`results` of a part, :func:`reproduce`, the index;
+  ablations and every part of the book (:func:`book_parts`), and :func:`results` of a part;
+- :mod:`~normlab.book.reproduce`: :func:`reproduce` (train, store the facts), the index;
 - :mod:`~normlab.book.report`: tables and ``glue``; :mod:`~normlab.book.verdicts`: every
   "beyond the noise" as a test (scipy.stats) and a sentence; :mod:`~normlab.book.plots`: figures;
   :mod:`~normlab.book.probes`: hooks on trained models; :mod:`~normlab.book.facts`:

@@ -7,12 +7,18 @@ statistics, the accuracy with batch statistics. Such a function is declared with
 :func:`fact`; called, it returns the value from
 ``results_dir()/<profile>/facts/<name>-<key>.json``, or computes it and writes it there
 (atomically). The key is a hash of what determines the value: the result's key and tensor
-checksum, the data's identity and the function's other arguments. The record also keeps
+checksum (records written before checksums were kept have none: their key and training
+seconds tell a retrained model apart), the data's identity and the function's other
+arguments; the folder is the profile the result was found in. The record also keeps
 the code's revision (:func:`revision`: the function's source, as imported, and that of
 :mod:`normlab.book.probes`); a fact stored by another revision is computed again.
 
+The revision does not see the core (:mod:`normlab.train`, the model, the data), nor other
+functions a fact calls: a change there that alters a fact bumps ``normlab.__version__``,
+which keys every result (:func:`normlab.book.cache.cache_key`) and so every fact.
+
 With ``$NORMLAB_TRAIN=never`` nothing is computed: a missing or outdated fact raises
-FileNotFoundError naming it, and so does evaluating a trained model at all
+FileNotFoundError naming it, and evaluating a trained model at all raises RuntimeError
 (:meth:`normlab.book.runs.Result.model`): a build from committed results evaluates no model.
 """
 
@@ -87,7 +93,7 @@ def fact(name: str, decode: Callable = lambda value: value) -> Callable:
 
 def _read_or_compute(name: str, result: Result, params: dict, code: str, compute: Callable):
     """The JSON value of the fact ``name`` (see :func:`fact`)."""
-    path = fact_path(name, result, params, resolve_profile(None))
+    path = fact_path(name, result, params, result.info.get("profile") or resolve_profile(None))
     if path.exists():
         try:
             record = json.loads(path.read_text())

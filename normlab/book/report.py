@@ -36,11 +36,12 @@ def glue(name: str, value, display: bool = False) -> None:
 @dataclass(frozen=True)
 class ChapterFacts:
     """What a chapter shows, as its part's analysis computes it: ``values``, every value its
-    prose quotes (glue name -> text); ``tables``, by name, in the order shown; ``inputs``,
-    what its figures and visible cells are drawn from (results, data, effects)."""
+    prose quotes (glue name -> text); ``tables``, by name, in the order shown (DataFrames,
+    or their Stylers where a table is formatted); ``inputs``, what its figures and visible
+    cells are drawn from (results, data, effects)."""
 
     values: dict[str, str]
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    tables: dict[str, object] = field(default_factory=dict)
     inputs: dict[str, object] = field(default_factory=dict)
 
     def glue(self) -> None:

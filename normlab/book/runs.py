@@ -217,6 +217,7 @@ def load_result(config: Config, data: CIFAR10, profile: str | None = None,
             f"--retrain (run(..., retrain=True)), or delete {record_path.name} and "
             f"{tensor_path.name}.") from error
     _check_record(result, data, record_path, tensor_path, hashlib.sha256(raw).hexdigest())
+    result.info["profile"] = profile      # where it was found: its facts are stored there
     return result
 
 
@@ -309,7 +310,8 @@ def run(config: Config, data: CIFAR10 | None = None, *, profile: str | None = No
     _, train_accuracy = evaluate(model, data.train_images, data.train_labels, pipeline)
     probs = predict(model, data.test_images, pipeline)
     test_accuracy = (probs.argmax(dim=1) == data.test_labels).float().mean().item()
-    info = {"key": key, **environment(config, pipeline.device), "data": data.identity,
+    info = {"key": key, "profile": profile, **environment(config, pipeline.device),
+            "data": data.identity,
             "diverged": diverged,
             "normlab": __version__,
             "torch": torch.__version__, "python": platform.python_version(),

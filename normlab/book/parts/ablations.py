@@ -70,9 +70,18 @@ def instance_by_order(results: Sequence[Result]) -> dict[str, Result]:
 
 
 def zero_padded_layer(results: Sequence[Result]) -> Result:
-    """The layer-norm model trained with zero-padded crops among ``results``."""
-    return next(r for r in results if r.config.norm == "layer"
-                and r.config.crop_padding_mode == "constant")
+    """The layer-norm model trained with zero-padded crops among ``results``.
+
+    Raises:
+        LookupError: there is none (it is not trained yet): the message says so.
+    """
+    found = next((r for r in results if r.config.norm == "layer"
+                  and r.config.crop_padding_mode == "constant"), None)
+    if found is None:
+        raise LookupError("No layer-norm model trained with zero-padded crops among the "
+                          "ablations' results: train the part (`python -m normlab reproduce "
+                          "--parts ablations`).")
+    return found
 
 
 def facts(results: Sequence[Result], data: dict[tuple, CIFAR10]) -> None:

@@ -9,16 +9,11 @@ import pandas as pd
 from ...norms import NORM_LABELS
 from ...train import Config
 from .. import verdicts
-from ..report import ChapterFacts, accuracy_by, errors_by_batch_size, provenance, run_to_run_noise
+from ..report import ChapterFacts, accuracy_by, errors_by_batch_size, provenance
 from ..runs import Result, prepare_data
+from . import ablations
 from ..studies import (ABLATION_BATCH_SIZE, REFERENCE_BATCH_SIZE, SWEEP_BATCH_SIZES, SWEEP_NORMS,
                        results, scaled_lr)
-
-
-def noise(profile: str | None = None) -> tuple[float, int]:
-    """The seeds' noise the sweep's single runs are judged with: that of the ablations'
-    setting (:func:`normlab.book.report.run_to_run_noise` of the ablations part)."""
-    return run_to_run_noise(results("ablations", profile))
 
 
 def small_batch_cost(sweep: list[Result], noise_: tuple[float, int]) -> verdicts.SmallBatchCost:
@@ -35,7 +30,7 @@ def chapter(profile: str | None = None) -> ChapterFacts:
     sweep = results("batchsizes", profile)
     setting = sweep[0].config
     data = prepare_data(setting)
-    noise_ = noise(profile)
+    noise_ = ablations.noise(ablations.ablation_results(profile))
     yardstick = verdicts.against_noise([0.0], [0.0], *noise_).high
     small, reference = min(SWEEP_BATCH_SIZES), ABLATION_BATCH_SIZE
     values = {"sweep_epochs": str(setting.epochs), "sweep_images": f"{len(data.train_labels):,}",

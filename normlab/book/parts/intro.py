@@ -7,7 +7,7 @@ from .. import verdicts
 from ..report import ChapterFacts, accuracies, against_published, provenance, seed_summary
 from ..runs import current_profile
 from ..studies import ABLATION_BATCH_SIZE, BOOK_NORMS, PUBLISHED_BEST, SWEEP_BATCH_SIZES, results
-from . import batchsizes
+from . import ablations, batchsizes
 from .main import published_sentence
 
 
@@ -26,7 +26,8 @@ def chapter(profile: str | None = None) -> ChapterFacts:
         against_published(runs, PUBLISHED_BEST)["lowest seed - published (points)"],
         "solution of the assignment", ";", "weakest")
     sweep = results("batchsizes", profile)
-    values |= {"wu_he": batchsizes.small_batch_cost(sweep, batchsizes.noise(profile)).short(),
+    values |= {"wu_he": batchsizes.small_batch_cost(
+                   sweep, ablations.noise(ablations.ablation_results(profile))).short(),
                "sweep_images": f"{sweep[0].config.train_subset:,}",
                "sweep_epochs": str(sweep[0].config.epochs),
                "smallest_batch": str(min(SWEEP_BATCH_SIZES)),

@@ -19,7 +19,7 @@ from ..cache import results_dir
 from ..runs import Result, machine_name, resolve_profile, run, run_each
 from ..studies import BOOK_NORMS, BOOK_SEEDS, book_config, book_data, book_parts, results
 
-#: Wall time of each part's last reproduction (written by :func:`normlab.book.reproduce`).
+#: Wall time of each part's last reproduction (written by :func:`normlab.book.reproduce.reproduce`).
 WALL_TIMES_NAME = "reproduce-times.json"
 #: The glue names of the benchmarks' sentences, and what they say without a record.
 BENCHMARK_VALUES = ("bench_runs", "bench_machines", "speedup_by_size", "sweep_by_size",
@@ -166,7 +166,7 @@ def compile_run() -> str:
 
 
 def parts_table(profile: str | None = None) -> tuple[object, dict[str, str]]:
-    """Each part's models and training hours (:func:`normlab.book.reproduce.part_times`)
+    """Each part's models and training hours (:func:`part_times`)
     with the wall time of the reproduce calls that trained it, styled, and the values quoted."""
     parts = part_times(profile)   # each model once, in the first part that shows it
     walls = wall_times(profile)   # the reproduce calls that trained each part, if recorded
