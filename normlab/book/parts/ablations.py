@@ -98,7 +98,7 @@ def facts(results: Sequence[Result], data: dict[tuple, CIFAR10]) -> None:
 
 def ablation_results(profile: str | None = None) -> dict[str, list[Result]]:
     """The results of each ablation (:func:`normlab.book.studies.ablations`), by name."""
-    return {name: run_each(configs) for name, configs in ablations(profile).items()}
+    return {name: run_each(configs, profile=profile) for name, configs in ablations(profile).items()}
 
 
 def noise(runs: dict[str, list[Result]]) -> tuple[float, int]:
@@ -206,7 +206,7 @@ def chapter(profile: str | None = None) -> ChapterFacts:
                "shift_times": f"{times.min():.1f} to {times.max():.0f}"}
     tables["padding"] = shift.round(3)
 
-    main = run(book_config("batch", profile))
+    main = run(book_config("batch", profile), profile=profile)
     batch_stats = batch_statistics(main, prepare_data(main.config))
     values |= {"bn_running": f"{100 * main.test_accuracy:.2f}",
                "bn_batch_1": f"{batch_stats[1]:.2f}", "bn_batch_1000": f"{batch_stats[1000]:.2f}",

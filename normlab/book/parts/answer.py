@@ -37,7 +37,7 @@ def chapter(profile: str | None = None) -> ChapterFacts:
     short = accuracies(short_runs)
     setting = short_runs[0].config
     order = ablations.order_effects(runs, noise)
-    batch = run(book_config("batch", profile))
+    batch = run(book_config("batch", profile), profile=profile)
     alone = batch_statistics(batch, prepare_data(batch.config))[1]
     return ChapterFacts({
         "full_means": _means(full), "full_seeds": str(len(next(iter(full.values())))),

@@ -64,7 +64,7 @@ def repairs(profile: str | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     repairs at the small batch (Welch)."""
     configs = small_batch_repairs(profile)
     data = data_for([c for cs in configs.values() for c in cs])
-    runs = {label: run_each(cs, data=data) for label, cs in configs.items()}
+    runs = {label: run_each(cs, profile=profile, data=data) for label, cs in configs.items()}
     table = repairs_table(runs, data)
     accuracy = {(m, b): g["test accuracy (%)"].tolist()
                 for (m, b), g in table.groupby(["method", "batch size"], sort=False)}

@@ -62,7 +62,8 @@ def wall_times(profile: str | None = None) -> pd.DataFrame:
 def main_timings(profile: str | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """The main runs' seconds per epoch per norm (:func:`normlab.book.report.epoch_seconds`)
     relative to batch norm, and the values quoted with it."""
-    main = run_each([book_config(norm, profile, seed=s) for norm in BOOK_NORMS for s in BOOK_SEEDS])
+    main = run_each([book_config(norm, profile, seed=s) for norm in BOOK_NORMS for s in BOOK_SEEDS],
+                    profile=profile)
     table = epoch_seconds(main)
     per_epoch = table["seconds per epoch"]
     table["relative to batch norm"] = (per_epoch / per_epoch["batch"]).round(2)
@@ -185,10 +186,11 @@ def parts_table(profile: str | None = None) -> tuple[object, dict[str, str]]:
 def precision(profile: str | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """The precision part: batch norm (seed 0) trained in fp32 and in bf16, and the fp32
     run against the bf16 seeds' mean (judged with their noise); the table and the values."""
-    runs = {p: run(book_config("batch", profile, precision=p)) for p in ("fp32", "bf16")}
+    runs = {p: run(book_config("batch", profile, precision=p), profile=profile)
+            for p in ("fp32", "bf16")}
     table = accuracy_table(runs.values())
     table.insert(0, "precision", [r.info["precision"] for r in runs.values()])
-    bf16_seeds = run_each([book_config("batch", profile, seed=s) for s in BOOK_SEEDS])
+    bf16_seeds = run_each([book_config("batch", profile, seed=s) for s in BOOK_SEEDS], profile=profile)
     fp32 = verdicts.against_noise([100 * runs["fp32"].test_accuracy],
                                   accuracies(bf16_seeds)["BatchNorm"], *run_to_run_noise(bf16_seeds),
                                   "The fp32 run", f"the mean of the {len(bf16_seeds)} bf16 seeds")

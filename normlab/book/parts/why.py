@@ -93,7 +93,8 @@ def chapter(profile: str | None = None) -> ChapterFacts:
     values["lead_final"] = " ".join(
         verdicts.against_noise([final["batch"]], [final[other]], *noise, "BatchNorm",
                                NORM_LABELS[other]).sentence() for other in final if other != "batch")
-    probes = {norm: smoothness(study_config(norm, profile=profile), data) for norm in WHY_NORMS}
+    probes = {norm: smoothness(study_config(norm, profile=profile), data, profile=profile)
+              for norm in WHY_NORMS}
     values |= _smoothness_values(probes)
     repairs, repair_values = smallbatch.repairs(profile)
     values |= repair_values
