@@ -6,7 +6,7 @@ Every number the book prints in its text is glued from these functions (myst-nb'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -149,13 +149,16 @@ def seed_summary(results: Sequence[Result]) -> pd.DataFrame:
     return summary
 
 
-def accuracies(results: Sequence[Result]) -> dict[str, list[float]]:
+def accuracies(results: Sequence[Result],
+               accuracy: Callable[[Result], float] = lambda r: r.test_accuracy
+               ) -> dict[str, list[float]]:
     """Final test accuracy (percent) of each result, grouped by norm label
     (:data:`normlab.NORM_LABELS`) in the order of ``results``: the input of
-    :mod:`~normlab.book.verdicts`."""
+    :mod:`~normlab.book.verdicts`. ``accuracy`` gives a result's accuracy (fraction):
+    its record's test accuracy, or another measure (flip-averaged, say)."""
     groups: dict[str, list[float]] = {}
     for r in results:
-        groups.setdefault(NORM_LABELS[r.config.norm], []).append(100 * r.test_accuracy)
+        groups.setdefault(NORM_LABELS[r.config.norm], []).append(100 * accuracy(r))
     return groups
 
 

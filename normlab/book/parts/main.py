@@ -160,15 +160,6 @@ def flip_summary(results: Sequence[Result], data: CIFAR10) -> pd.DataFrame:
     return summary.drop(columns=[("gain", "std")])
 
 
-def flip_accuracies(results: Sequence[Result], data: CIFAR10) -> dict[str, list[float]]:
-    """:func:`normlab.book.report.accuracies` of ``results``, flip-averaged
-    (:func:`flip_accuracy`, percent)."""
-    groups: dict[str, list[float]] = {}
-    for r in results:
-        groups.setdefault(NORM_LABELS[r.config.norm], []).append(100 * flip_accuracy(r, data))
-    return groups
-
-
 def published_sentence(margins: pd.Series, what: str, separator: str, lies: str) -> str:
     """Whether every seed beats the best published figure for its norm (``what``), from the
     ``margins`` (lowest seed minus published, points, per norm), as one sentence."""
@@ -203,7 +194,8 @@ def comparison(profile: str | None = None) -> ChapterFacts:
     values["beyond_noise"] = pairs_beyond(pairs, empty="no pair of norms")
     values["pair_sentences"] = " ".join(d.sentence() for d in pairs)
     flip = flip_summary(runs, data)
-    flipped, single = flip_accuracies(runs, data), accuracies(runs)
+    flipped = accuracies(runs, lambda r: flip_accuracy(r, data))
+    single = accuracies(runs)
     values["flip_gains"] = " ".join(
         paired_sentence(flipped[label], single[label], f"{label} flip-averaged", "single view")
         for label in single)
